@@ -1,0 +1,464 @@
+//! Building a [`CausalLm`] from a [`WeightSource`], with the checkpoint checked against the
+//! configuration before any tensor is read.
+//!
+//! The checks, in order: every expected tensor is present ([`LoadError::MissingTensor`]) with
+//! the expected shape ([`LoadError::ShapeMismatch`]; a wrong `num_key_value_heads` shows up
+//! here on `k_proj`), and no tensor is left over ([`LoadError::UnexpectedTensors`]). Then
+//! tensors are read, cast to the requested dtype and checked to have it.
+//!
+//! Tied heads follow transformers: with `tie_word_embeddings` the head **is** the embedding
+//! matrix, and an `lm_head.weight` in the file is ignored; without it, `lm_head.weight` is
+//! required.
+
+pub mod hub;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::Embedding;
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+use crate::config::{ConfigError, ModelConfig};
+use crate::decoder::{Attention, CausalLm, DecoderLayer, DecoderModel, Mlp, RmsNorm, linear};
+use crate::weights::{SafetensorsSource, WeightError, WeightSource};
+
+pub use hub::{ResolveError, default_cache_roots, resolve_model_dir, resolve_model_dir_in};
+
+/// Errors raised while loading a model. Each names the tensor and/or file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The model folder could not be found.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A file could not be read or a tensor decoded.
+    #[error(transparent)]
+    Weight(#[from] WeightError),
+    /// An expected tensor is absent.
+    #[error("tensor `{name}` is missing from {location}")]
+    MissingTensor {
+        /// Hugging Face name.
+        name: String,
+        /// Where it was looked for.
+        location: String,
+    },
+    /// A tensor's shape differs from what the configuration implies.
+    #[error("tensor `{name}` in {location} has shape {found:?}, expected {expected:?} ({why})")]
+    ShapeMismatch {
+        /// Hugging Face name.
+        name: String,
+        /// Its file.
+        location: String,
+        /// The shape the configuration implies (PyTorch order).
+        expected: Vec<usize>,
+        /// The shape stored.
+        found: Vec<usize>,
+        /// Which configuration fields determine the expected shape.
+        why: String,
+    },
+    /// The checkpoint holds tensors the model does not use.
+    #[error("unexpected tensors in {location}: {}", names.join(", "))]
+    UnexpectedTensors {
+        /// Their names.
+        names: Vec<String>,
+        /// The file of the first one.
+        location: String,
+    },
+    /// The requested dtype is not a float type the model can run in.
+    #[error("cannot load weights as {0:?}: use F32, F16 or BF16")]
+    UnsupportedDType(DType),
+    /// A parameter does not have the requested dtype after loading.
+    #[error("tensor `{name}` has dtype {found:?} after loading, expected {expected:?}")]
+    DTypeAfterLoad {
+        /// Hugging Face name.
+        name: String,
+        /// The requested dtype.
+        expected: DType,
+        /// The dtype obtained.
+        found: DType,
+    },
+}
+
+/// What a tensor is, which decides its layout conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorRole {
+    /// A projection weight, stored `[out, in]`, used transposed by burn's `Linear`.
+    LinearWeight,
+    /// A 1-D bias or norm weight.
+    Vector,
+    /// The embedding matrix `[vocab, hidden]`.
+    Embedding,
+}
+
+/// One tensor a configuration expects in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Hugging Face name.
+    pub name: String,
+    /// Shape in the checkpoint (PyTorch order).
+    pub shape: Vec<usize>,
+    /// How it is used.
+    pub role: TensorRole,
+    /// Which configuration fields determine the shape (for error messages).
+    pub why: &'static str,
+}
+
+/// Every tensor a checkpoint of `config` must hold, in Hugging Face naming and layout.
+pub fn expected_tensors(config: &ModelConfig) -> Vec<TensorSpec> {
+    let (h, i, hd) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.head_dim,
+    );
+    let q = config.num_attention_heads * hd;
+    let kv = config.num_key_value_heads * hd;
+    let mut specs = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, role, why| {
+        specs.push(TensorSpec {
+            name,
+            shape,
+            role,
+            why,
+        })
+    };
+    use TensorRole::*;
+    push(
+        "model.embed_tokens.weight".into(),
+        vec![config.vocab_size, h],
+        Embedding,
+        "vocab_size, hidden_size",
+    );
+    for l in 0..config.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        let attn_why = "num_attention_heads * head_dim, hidden_size";
+        let kv_why = "num_key_value_heads * head_dim, hidden_size";
+        push(
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![q, h],
+            LinearWeight,
+            attn_why,
+        );
+        push(
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![kv, h],
+            LinearWeight,
+            kv_why,
+        );
+        push(
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![kv, h],
+            LinearWeight,
+            kv_why,
+        );
+        push(
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![h, q],
+            LinearWeight,
+            attn_why,
+        );
+        if config.qkv_bias() {
+            push(
+                format!("{p}.self_attn.q_proj.bias"),
+                vec![q],
+                Vector,
+                attn_why,
+            );
+            push(
+                format!("{p}.self_attn.k_proj.bias"),
+                vec![kv],
+                Vector,
+                kv_why,
+            );
+            push(
+                format!("{p}.self_attn.v_proj.bias"),
+                vec![kv],
+                Vector,
+                kv_why,
+            );
+        }
+        if config.o_bias() {
+            push(
+                format!("{p}.self_attn.o_proj.bias"),
+                vec![h],
+                Vector,
+                "hidden_size",
+            );
+        }
+        let mlp_why = "intermediate_size, hidden_size";
+        push(
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![i, h],
+            LinearWeight,
+            mlp_why,
+        );
+        push(
+            format!("{p}.mlp.up_proj.weight"),
+            vec![i, h],
+            LinearWeight,
+            mlp_why,
+        );
+        push(
+            format!("{p}.mlp.down_proj.weight"),
+            vec![h, i],
+            LinearWeight,
+            mlp_why,
+        );
+        if config.mlp_bias {
+            push(
+                format!("{p}.mlp.gate_proj.bias"),
+                vec![i],
+                Vector,
+                "intermediate_size",
+            );
+            push(
+                format!("{p}.mlp.up_proj.bias"),
+                vec![i],
+                Vector,
+                "intermediate_size",
+            );
+            push(
+                format!("{p}.mlp.down_proj.bias"),
+                vec![h],
+                Vector,
+                "hidden_size",
+            );
+        }
+        push(
+            format!("{p}.input_layernorm.weight"),
+            vec![h],
+            Vector,
+            "hidden_size",
+        );
+        push(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![h],
+            Vector,
+            "hidden_size",
+        );
+    }
+    push("model.norm.weight".into(), vec![h], Vector, "hidden_size");
+    if !config.tie_word_embeddings {
+        push(
+            "lm_head.weight".into(),
+            vec![config.vocab_size, h],
+            LinearWeight,
+            "vocab_size, hidden_size (untied)",
+        );
+    }
+    specs
+}
+
+/// Tensors a checkpoint may hold that the model does not read.
+fn ignorable(name: &str, config: &ModelConfig) -> bool {
+    (config.tie_word_embeddings && name == "lm_head.weight")
+        // Older Llama checkpoints store the RoPE buffer; it is recomputed from the config.
+        || name.ends_with(".self_attn.rotary_emb.inv_freq")
+}
+
+/// Checks a source against a configuration without reading tensor data: presence, shapes,
+/// and no leftover tensors.
+pub fn validate<S: WeightSource + ?Sized>(
+    source: &S,
+    config: &ModelConfig,
+) -> Result<(), LoadError> {
+    let specs = expected_tensors(config);
+    for spec in &specs {
+        match source.shape(&spec.name) {
+            None => {
+                return Err(LoadError::MissingTensor {
+                    name: spec.name.clone(),
+                    location: source.location(&spec.name),
+                });
+            }
+            Some(found) if found != spec.shape => {
+                return Err(LoadError::ShapeMismatch {
+                    name: spec.name.clone(),
+                    location: source.location(&spec.name),
+                    expected: spec.shape.clone(),
+                    found,
+                    why: spec.why.to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    let expected: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let mut extra: Vec<String> = source
+        .names()
+        .into_iter()
+        .filter(|n| !expected.contains(n.as_str()) && !ignorable(n, config))
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(LoadError::UnexpectedTensors {
+            location: source.location(&extra[0]),
+            names: extra,
+        });
+    }
+    Ok(())
+}
+
+/// Transposes a 2-D tensor's bytes (`[r, c]` -> `[c, r]`), whatever the element width.
+fn transpose_2d(data: TensorData) -> TensorData {
+    let dtype = data.dtype();
+    let (r, c) = (data.shape()[0], data.shape()[1]);
+    let e = dtype.size();
+    let src = data.as_bytes();
+    let mut out = vec![0u8; src.len()];
+    for i in 0..r {
+        for j in 0..c {
+            let from = (i * c + j) * e;
+            let to = (j * r + i) * e;
+            out[to..to + e].copy_from_slice(&src[from..from + e]);
+        }
+    }
+    TensorData::from_bytes_vec(out, [c, r], dtype)
+}
+
+struct Reader<'a, S: WeightSource + ?Sized> {
+    source: &'a S,
+    device: &'a Device,
+    dtype: DType,
+}
+
+impl<S: WeightSource + ?Sized> Reader<'_, S> {
+    fn data(&self, name: &str) -> Result<TensorData, LoadError> {
+        let data = self.source.tensor_data(name)?;
+        data.try_cast(self.dtype).map_err(|e| {
+            LoadError::Weight(WeightError::File {
+                path: self.source.location(name).into(),
+                reason: format!("cannot convert `{name}` to {:?}: {e}", self.dtype),
+            })
+        })
+    }
+
+    fn check<const D: usize>(&self, name: &str, t: Tensor<D>) -> Result<Tensor<D>, LoadError> {
+        if t.dtype() != self.dtype {
+            return Err(LoadError::DTypeAfterLoad {
+                name: name.into(),
+                expected: self.dtype,
+                found: t.dtype(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// A projection weight in burn's `[in, out]` layout.
+    fn linear_weight(&self, name: &str) -> Result<Tensor<2>, LoadError> {
+        let data = transpose_2d(self.data(name)?);
+        self.check(name, Tensor::from_data(data, (self.device, self.dtype)))
+    }
+
+    fn matrix(&self, name: &str) -> Result<Tensor<2>, LoadError> {
+        self.check(
+            name,
+            Tensor::from_data(self.data(name)?, (self.device, self.dtype)),
+        )
+    }
+
+    fn vector(&self, name: &str) -> Result<Tensor<1>, LoadError> {
+        self.check(
+            name,
+            Tensor::from_data(self.data(name)?, (self.device, self.dtype)),
+        )
+    }
+
+    fn linear(&self, prefix: &str, bias: bool) -> Result<burn::nn::Linear, LoadError> {
+        let w = self.linear_weight(&format!("{prefix}.weight"))?;
+        let b = if bias {
+            Some(self.vector(&format!("{prefix}.bias"))?)
+        } else {
+            None
+        };
+        Ok(linear(w, b))
+    }
+}
+
+impl CausalLm {
+    /// Loads a model from any weight source (safetensors, GGUF) in Hugging Face naming and
+    /// layout, casting every tensor to `dtype` (F32, F16 or BF16).
+    ///
+    /// The source is validated against the configuration first (see the
+    /// [module docs](crate::loading)), so a bad checkpoint fails before any compute.
+    pub fn load<S: WeightSource + ?Sized>(
+        source: &S,
+        config: &ModelConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, LoadError> {
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(LoadError::UnsupportedDType(dtype));
+        }
+        validate(source, config)?;
+        let r = Reader {
+            source,
+            device,
+            dtype,
+        };
+        let eps = config.rms_norm_eps;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(DecoderLayer {
+                self_attn: Attention {
+                    q_proj: r.linear(&format!("{p}.self_attn.q_proj"), config.qkv_bias())?,
+                    k_proj: r.linear(&format!("{p}.self_attn.k_proj"), config.qkv_bias())?,
+                    v_proj: r.linear(&format!("{p}.self_attn.v_proj"), config.qkv_bias())?,
+                    o_proj: r.linear(&format!("{p}.self_attn.o_proj"), config.o_bias())?,
+                    num_heads: config.num_attention_heads,
+                    num_kv_heads: config.num_key_value_heads,
+                    head_dim: config.head_dim,
+                },
+                mlp: Mlp {
+                    gate_proj: r.linear(&format!("{p}.mlp.gate_proj"), config.mlp_bias)?,
+                    up_proj: r.linear(&format!("{p}.mlp.up_proj"), config.mlp_bias)?,
+                    down_proj: r.linear(&format!("{p}.mlp.down_proj"), config.mlp_bias)?,
+                },
+                input_layernorm: RmsNorm::new(
+                    r.vector(&format!("{p}.input_layernorm.weight"))?,
+                    eps,
+                ),
+                post_attention_layernorm: RmsNorm::new(
+                    r.vector(&format!("{p}.post_attention_layernorm.weight"))?,
+                    eps,
+                ),
+                sliding_window: config.layer_sliding_windows[l],
+            });
+        }
+        let model = DecoderModel {
+            embed_tokens: Embedding {
+                weight: Param::from_tensor(r.matrix("model.embed_tokens.weight")?),
+            },
+            layers,
+            norm: RmsNorm::new(r.vector("model.norm.weight")?, eps),
+        };
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(r.linear("lm_head", false)?)
+        };
+        Ok(CausalLm::from_parts(model, lm_head, config.clone()))
+    }
+
+    /// Loads a Hugging Face model folder: `name_or_path` is a folder, or an `org/name` found in
+    /// the local Hugging Face cache ([`resolve_model_dir`]); its `config.json` and safetensors
+    /// weights (single or sharded) are read. Never touches the network.
+    pub fn from_pretrained(
+        name_or_path: &str,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, LoadError> {
+        let dir = resolve_model_dir(name_or_path)?;
+        Self::from_dir(&dir, device, dtype)
+    }
+
+    /// Loads `dir/config.json` and `dir`'s safetensors weights.
+    pub fn from_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self, LoadError> {
+        let config = ModelConfig::from_file(dir.join("config.json"))?;
+        let source = SafetensorsSource::open(dir)?;
+        Self::load(&source, &config, device, dtype)
+    }
+}
