@@ -1,0 +1,79 @@
+//! Prints the diffusion path's trainable parameter count at the released configuration
+//! (mapping space 256, LoRA rank 32, DiT modulation heads of width 256) for Llama-3.2-1B,
+//! Qwen2.5-1.5B and SmolLM2-135M sizes. Only the diffusion path is built (LoRA needs no base
+//! weights); its `num_params()` is checked against the analytic count.
+//!
+//! ```text
+//! cargo run -p l2d-models --example param_count
+//! ```
+
+use burn::module::Module;
+use burn::tensor::Device;
+use l2d_models::config::ModelConfig;
+use l2d_models::diffusion::{DiffusionPath, diffusion_param_count};
+use l2d_models::l2d_config::L2dConfig;
+
+const MODELS: [(&str, &str); 3] = [
+    (
+        "Llama-3.2-1B",
+        r#"{"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
+            "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 64, "vocab_size": 128256, "tie_word_embeddings": true}"#,
+    ),
+    (
+        "Qwen2.5-1.5B",
+        r#"{"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
+            "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+            "vocab_size": 151936, "tie_word_embeddings": true}"#,
+    ),
+    (
+        "SmolLM2-135M",
+        r#"{"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+            "vocab_size": 49152, "tie_word_embeddings": true}"#,
+    ),
+];
+
+fn millions(n: usize) -> String {
+    format!("{:.2}M", n as f64 / 1e6)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let config = L2dConfig::default();
+    let device = Device::flex();
+    println!(
+        "L2D diffusion path at the released configuration (rank {}, alpha {}, flow dim {}, \
+         conditioning {})",
+        config.flow_lora_rank,
+        config.lora_alpha(),
+        config.flow_representation_dim.unwrap_or_default(),
+        config.timestep_modulation_hidden_size.unwrap_or_default()
+    );
+    for (name, json) in MODELS {
+        let base = ModelConfig::from_json_str(json)?;
+        let count = diffusion_param_count(&config, &base)?;
+        let path = DiffusionPath::init_without_base(&config, &base, &device, 0)?;
+        let built = path.num_params();
+        assert_eq!(
+            built,
+            count.total(),
+            "{name}: analytic count differs from the built path"
+        );
+        println!(
+            "\n{name}: {} trainable parameters ({built})",
+            millions(built)
+        );
+        for (part, n) in [
+            ("LoRA q/o/gate/up/down", count.projections),
+            ("per-layer modulation heads", count.modulation_heads),
+            ("final gate head", count.final_head),
+            ("timestep embedder", count.timestep_embedder),
+            ("token map W_v", count.token_embedder),
+            ("flow-to-LM encoder", count.encoder),
+            ("class embeddings", count.class_embedder),
+        ] {
+            println!("  {part:<28} {:>9} ({n})", millions(n));
+        }
+    }
+    Ok(())
+}

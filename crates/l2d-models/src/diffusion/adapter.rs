@@ -1,0 +1,547 @@
+//! Adapter files: a safetensors file holding only the diffusion path's parameters, under the
+//! reference's key names and layout (`model.layers.3.self_attn.flow_q_proj.A`, linear weights
+//! `[out, in]`), with JSON metadata in the header's `__metadata__`:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `format` | `l2d-adapter` |
+//! | `format_version` | `1` |
+//! | `l2d_config` | the [`L2dConfig`] as JSON (reference names) |
+//! | `architecture` | the base `model_type` |
+//! | `base_model` | the base sizes ([`BaseSummary`]) as JSON |
+//! | `base_fingerprint` | [`base_fingerprint`] of the base weights it was trained on |
+//! | `num_parameters` | the diffusion path's parameter count |
+//!
+//! The reference's own checkpoints load directly: an adapter-only file (its key names, no
+//! metadata: pass the `l2d_config.json`), or its whole state dict `model.safetensors` (base
+//! weights and the LoRA layers' `...wrapped_layer.weight` copies are recognised and skipped;
+//! [`load_reference_model`] builds both the base and the path from it).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::nn::Linear;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use serde_json::Value;
+
+use super::error::DiffusionError;
+use super::mlp::SimpleMlp;
+use super::path::{BaseSummary, DiffusionPath};
+use super::projection::FlowProjection;
+use super::source::FileSource;
+use crate::config::ModelConfig;
+use crate::decoder::CausalLm;
+use crate::l2d_config::L2dConfig;
+use crate::loading::expected_tensors;
+use crate::weights::{SafetensorsSource, WeightError, WeightSource};
+
+/// The `format` value of an L2D adapter's metadata.
+pub const ADAPTER_FORMAT: &str = "l2d-adapter";
+/// Elements sampled per base tensor by [`base_fingerprint`].
+pub const FINGERPRINT_SAMPLES: usize = 64;
+
+/// Options of [`DiffusionPath::load`].
+#[derive(Debug, Clone, Default)]
+pub struct AdapterLoadOptions {
+    /// The configuration, for files without one in their metadata (the reference's); when
+    /// both exist this one wins.
+    pub config: Option<L2dConfig>,
+    /// Load even if the base's fingerprint differs from the one recorded in the file.
+    pub force: bool,
+}
+
+/// The metadata of an adapter file (all `None` for the reference's files).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdapterMetadata {
+    /// `format`.
+    pub format: Option<String>,
+    /// `l2d_config`.
+    pub config: Option<L2dConfig>,
+    /// `architecture`.
+    pub architecture: Option<String>,
+    /// `base_model`.
+    pub base: Option<BaseSummary>,
+    /// `base_fingerprint`.
+    pub base_fingerprint: Option<String>,
+    /// Every raw `__metadata__` entry.
+    pub raw: HashMap<String, String>,
+}
+
+impl AdapterMetadata {
+    /// Reads the `__metadata__` of a safetensors file (only its header is read).
+    ///
+    /// # Errors
+    /// [`DiffusionError::Metadata`] for an unreadable header or malformed entries.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, DiffusionError> {
+        let path = path.as_ref();
+        let bad = |reason: String| DiffusionError::Metadata {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len)
+            .map_err(|e| bad(format!("no safetensors header: {e}")))?;
+        let len = u64::from_le_bytes(len);
+        let file_len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+        if len > file_len.saturating_sub(8) || len > 100_000_000 {
+            return Err(bad(format!("header length {len} exceeds the file")));
+        }
+        let mut header = vec![0u8; len as usize];
+        file.read_exact(&mut header)
+            .map_err(|e| bad(format!("truncated header: {e}")))?;
+        let header: Value =
+            serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON: {e}")))?;
+        let raw: HashMap<String, String> = match header.get("__metadata__") {
+            None => HashMap::new(),
+            Some(m) => serde_json::from_value(m.clone())
+                .map_err(|e| bad(format!("__metadata__ is not a string map: {e}")))?,
+        };
+        let config = raw
+            .get("l2d_config")
+            .map(|s| {
+                let v: Value = serde_json::from_str(s)
+                    .map_err(|e| bad(format!("l2d_config is not JSON: {e}")))?;
+                L2dConfig::from_value(v).map_err(DiffusionError::from)
+            })
+            .transpose()?;
+        let base = raw
+            .get("base_model")
+            .map(|s| {
+                serde_json::from_str::<BaseSummary>(s).map_err(|e| bad(format!("base_model: {e}")))
+            })
+            .transpose()?;
+        Ok(Self {
+            format: raw.get("format").cloned(),
+            config,
+            architecture: raw.get("architecture").cloned(),
+            base,
+            base_fingerprint: raw.get("base_fingerprint").cloned(),
+            raw,
+        })
+    }
+}
+
+/// A fingerprint of a model's weights: an FNV-1a hash over every parameter's path and shape
+/// and [`FINGERPRINT_SAMPLES`] evenly spaced elements of it rounded to bf16 (so the same
+/// checkpoint loaded in f32 or bf16 gives the same fingerprint). Cheap: it reads a few
+/// thousand values, not the weights.
+pub fn base_fingerprint(model: &CausalLm) -> String {
+    struct Hasher {
+        stack: Vec<String>,
+        hash: u64,
+    }
+    impl Hasher {
+        fn feed(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.hash ^= u64::from(*b);
+                self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    impl ModuleVisitor for Hasher {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.stack.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = param.val();
+            let shape = t.shape();
+            let n = shape.num_elements();
+            let path = self.stack.join(".");
+            self.feed(path.as_bytes());
+            for d in shape.iter() {
+                self.feed(&(*d as u64).to_le_bytes());
+            }
+            if n == 0 {
+                return;
+            }
+            let k = FINGERPRINT_SAMPLES.min(n);
+            let idx: Vec<i64> = (0..k).map(|i| (i * n / k) as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [k]), &t.device());
+            let values = t.reshape([n]).select(0, idx).cast(DType::F32).into_data();
+            let values: Vec<f32> = values
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            for v in values {
+                self.feed(&half::bf16::from_f32(v).to_bits().to_le_bytes());
+            }
+        }
+    }
+    let mut h = Hasher {
+        stack: Vec::new(),
+        hash: 0xcbf2_9ce4_8422_2325,
+    };
+    model.visit(&mut h);
+    format!("l2d-fp1:{:016x}", h.hash)
+}
+
+/// A parameter of the diffusion path as the reference stores it.
+#[derive(Debug, Clone, Copy)]
+pub enum ReferenceParam<'a> {
+    /// A 1-D parameter (biases).
+    Vector(&'a Param<Tensor<1>>),
+    /// A 2-D parameter stored as is (LoRA factors, embedding tables).
+    Matrix(&'a Param<Tensor<2>>),
+    /// A linear weight, stored transposed (`[out, in]`) by the reference.
+    LinearWeight(&'a Param<Tensor<2>>),
+}
+
+impl ReferenceParam<'_> {
+    /// The parameter's id.
+    pub fn id(&self) -> ParamId {
+        match self {
+            ReferenceParam::Vector(p) => p.id,
+            ReferenceParam::Matrix(p) | ReferenceParam::LinearWeight(p) => p.id,
+        }
+    }
+
+    /// Its value in the reference's layout, as f32 data.
+    pub fn data(&self) -> TensorData {
+        match self {
+            ReferenceParam::Vector(p) => p.val().cast(DType::F32).into_data(),
+            ReferenceParam::Matrix(p) => p.val().cast(DType::F32).into_data(),
+            ReferenceParam::LinearWeight(p) => p.val().transpose().cast(DType::F32).into_data(),
+        }
+    }
+
+    /// Whether it is a bias (the reference applies no weight decay to biases).
+    pub fn is_bias(&self) -> bool {
+        matches!(self, ReferenceParam::Vector(_))
+    }
+}
+
+type Visit<'a, 'b> = &'b mut dyn FnMut(String, ReferenceParam<'a>);
+
+fn walk_linear<'a>(f: Visit<'a, '_>, key: &str, l: &'a Linear) {
+    f(
+        format!("{key}.weight"),
+        ReferenceParam::LinearWeight(&l.weight),
+    );
+    if let Some(b) = &l.bias {
+        f(format!("{key}.bias"), ReferenceParam::Vector(b));
+    }
+}
+
+fn walk_mlp<'a>(f: Visit<'a, '_>, prefix: &str, mlp: &'a SimpleMlp) {
+    for (i, l) in mlp.layers.iter().enumerate() {
+        walk_linear(f, &format!("{prefix}.{}", 2 * i), l);
+    }
+}
+
+fn walk_projection<'a>(f: Visit<'a, '_>, key: &str, p: &'a FlowProjection) {
+    if let Some(lora) = &p.lora {
+        f(format!("{key}.A"), ReferenceParam::Matrix(&lora.a));
+        f(format!("{key}.B"), ReferenceParam::Matrix(&lora.b));
+    }
+    if let Some(full) = &p.full {
+        walk_linear(f, key, full);
+    }
+}
+
+/// A float32 tensor for safetensors' writer.
+struct RawTensor {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl safetensors::View for &RawTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl DiffusionPath {
+    /// Visits every parameter with its reference key (`model.layers.3.self_attn.flow_q_proj.A`),
+    /// in the module's own parameter order.
+    pub fn visit_reference<'a>(&'a self, f: &mut dyn FnMut(String, ReferenceParam<'a>)) {
+        if let Some(m) = &self.flow_token_embedder.mapping {
+            walk_mlp(f, "model.flow_token_embedder.embedder.layers_module", m);
+        }
+        if let Some(t) = &self.flow_token_embedder.table {
+            f(
+                "model.flow_token_embedder.embedding_table.weight".into(),
+                ReferenceParam::Matrix(t),
+            );
+        }
+        if let Some(m) = &self.flow_to_lm_encoder.mlp {
+            let prefix = if self.flow_to_lm_encoder.normalization().is_some() {
+                "model.flow_to_lm_encoder.embedder.layers_module"
+            } else {
+                "model.flow_to_lm_encoder.layers_module"
+            };
+            walk_mlp(f, prefix, m);
+        }
+        walk_mlp(
+            f,
+            "model.timestep_embedder.mlp",
+            &self.timestep_embedder.mlp,
+        );
+        if let Some(c) = &self.class_embedder {
+            f(
+                "model.data_label_embedder.weight".into(),
+                ReferenceParam::Matrix(&c.weight),
+            );
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            walk_mlp(
+                f,
+                &format!("{p}.modulation_head.mlp"),
+                &layer.modulation_head.mlp,
+            );
+            walk_projection(f, &format!("{p}.self_attn.flow_q_proj"), &layer.q_proj);
+            walk_projection(f, &format!("{p}.self_attn.flow_o_proj"), &layer.o_proj);
+            walk_projection(f, &format!("{p}.mlp.flow_gate_proj"), &layer.gate_proj);
+            walk_projection(f, &format!("{p}.mlp.flow_up_proj"), &layer.up_proj);
+            walk_projection(f, &format!("{p}.mlp.flow_down_proj"), &layer.down_proj);
+        }
+        walk_mlp(f, "model.modulation_head.mlp", &self.modulation_head.mlp);
+    }
+
+    /// Every parameter's id and reference key (for optimizer groups, e.g. no weight decay on
+    /// biases, and for naming optimizer state).
+    pub fn reference_keys(&self) -> Vec<(ParamId, String, bool)> {
+        let mut out = Vec::new();
+        self.visit_reference(&mut |k, p| out.push((p.id(), k, p.is_bias())));
+        out
+    }
+
+    /// Every parameter under its reference key, in the reference's layout, as f32 data.
+    pub fn reference_tensors(&self) -> Vec<(String, TensorData)> {
+        let mut out = Vec::new();
+        self.visit_reference(&mut |k, p| out.push((k, p.data())));
+        out
+    }
+
+    /// Writes the adapter file (parameters + metadata, see the [module docs](self)) for the
+    /// base it runs on, atomically: a temporary file in the same folder, then a rename.
+    ///
+    /// # Errors
+    /// [`DiffusionError::Write`] naming the file; a base of other sizes.
+    pub fn save(&self, path: impl AsRef<Path>, base: &CausalLm) -> Result<(), DiffusionError> {
+        let path = path.as_ref();
+        self.check_base(base)?;
+        let write_err = |reason: String| DiffusionError::Write {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let tensors: Vec<(String, RawTensor)> = self
+            .reference_tensors()
+            .into_iter()
+            .map(|(k, data)| {
+                let shape = data.shape().to_vec();
+                let values: Vec<f32> = data
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default();
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (k, RawTensor { shape, bytes })
+            })
+            .collect();
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), ADAPTER_FORMAT.to_string());
+        meta.insert("format_version".to_string(), "1".to_string());
+        meta.insert(
+            "l2d_config".to_string(),
+            self.config().to_json().to_string(),
+        );
+        meta.insert(
+            "architecture".to_string(),
+            self.base_summary().model_type.clone(),
+        );
+        meta.insert(
+            "base_model".to_string(),
+            serde_json::to_string(self.base_summary()).unwrap_or_default(),
+        );
+        meta.insert("base_fingerprint".to_string(), base_fingerprint(base));
+        meta.insert("num_parameters".to_string(), self.num_params().to_string());
+        let bytes =
+            safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
+                .map_err(|e| write_err(e.to_string()))?;
+        write_atomically(path, &bytes).map_err(write_err)
+    }
+
+    /// Loads an adapter file for `base`: an L2D adapter (configuration, base sizes and
+    /// fingerprint from its metadata) or a reference checkpoint (adapter-only or whole state
+    /// dict; give the configuration in `options`). Parameters are f32 on the base's device.
+    ///
+    /// # Errors
+    /// [`DiffusionError::MissingConfig`], [`DiffusionError::BaseMismatch`],
+    /// [`DiffusionError::FingerprintMismatch`] (unless `options.force`),
+    /// [`DiffusionError::MissingTensor`], [`DiffusionError::TensorShape`],
+    /// [`DiffusionError::UnexpectedTensors`], read errors; each names the file.
+    pub fn load(
+        path: impl AsRef<Path>,
+        base: &CausalLm,
+        options: &AdapterLoadOptions,
+    ) -> Result<Self, DiffusionError> {
+        let path = path.as_ref();
+        let meta = AdapterMetadata::read(path)?;
+        let config = options
+            .config
+            .clone()
+            .or(meta.config.clone())
+            .ok_or_else(|| DiffusionError::MissingConfig {
+                path: path.to_path_buf(),
+            })?;
+        if let Some(summary) = &meta.base {
+            summary.check(&BaseSummary::of(base.config()))?;
+        }
+        if let Some(recorded) = &meta.base_fingerprint
+            && !options.force
+        {
+            let actual = base_fingerprint(base);
+            if &actual != recorded {
+                return Err(DiffusionError::FingerprintMismatch {
+                    path: path.to_path_buf(),
+                    adapter: recorded.clone(),
+                    base: actual,
+                });
+            }
+        }
+        let source = SafetensorsSource::from_file(path)?;
+        load_from_source(&source, path, &config, base)
+    }
+}
+
+/// Builds the path from `source`'s tensors and checks that nothing is left over (base weights
+/// and the reference's `wrapped_layer` copies excepted).
+fn load_from_source<S: WeightSource + ?Sized>(
+    source: &S,
+    path: &Path,
+    config: &L2dConfig,
+    base: &CausalLm,
+) -> Result<DiffusionPath, DiffusionError> {
+    let mut file = FileSource {
+        source,
+        path: path.to_path_buf(),
+        device: base.device(),
+        dtype: DType::F32,
+        used: BTreeSet::new(),
+    };
+    let diffusion = DiffusionPath::build(config, base.config(), Some(base), &mut file)?;
+    let base_names = base_tensor_names(base.config());
+    let mut extra: Vec<String> = source
+        .names()
+        .into_iter()
+        .filter(|n| !file.used.contains(n) && !base_names.contains(n) && !is_reference_extra(n))
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(DiffusionError::UnexpectedTensors {
+            names: extra,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(diffusion)
+}
+
+/// Names of the base model's tensors as a full reference state dict stores them.
+fn base_tensor_names(config: &ModelConfig) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = expected_tensors(config)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    names.insert("lm_head.weight".into());
+    names
+}
+
+/// Entries of a reference state dict that are neither base nor diffusion parameters: the LoRA
+/// layers' references to their wrapped base projection, and RoPE buffers.
+fn is_reference_extra(name: &str) -> bool {
+    name.contains(".wrapped_layer.") || name.ends_with(".rotary_emb.inv_freq")
+}
+
+/// A [`WeightSource`] showing only the base model's tensors of a reference state dict.
+struct BaseOnly<'a> {
+    inner: &'a SafetensorsSource,
+    names: BTreeSet<String>,
+}
+
+impl WeightSource for BaseOnly<'_> {
+    fn names(&self) -> Vec<String> {
+        self.inner
+            .names()
+            .into_iter()
+            .filter(|n| self.names.contains(n))
+            .collect()
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        if self.names.contains(name) {
+            self.inner.shape(name)
+        } else {
+            None
+        }
+    }
+    fn tensor_data(&self, name: &str) -> Result<TensorData, WeightError> {
+        self.inner.tensor_data(name)
+    }
+    fn location(&self, name: &str) -> String {
+        self.inner.location(name)
+    }
+}
+
+/// Loads the base model and the diffusion path from one reference state dict
+/// (`model.safetensors` of the reference: base weights, L2D parameters, `wrapped_layer`
+/// copies). The base is built in `dtype`, the path in f32.
+///
+/// # Errors
+/// Base loading errors ([`DiffusionError::Load`]) and adapter errors as
+/// [`DiffusionPath::load`].
+pub fn load_reference_model(
+    path: impl AsRef<Path>,
+    base_config: &ModelConfig,
+    config: &L2dConfig,
+    device: &Device,
+    dtype: DType,
+) -> Result<(CausalLm, DiffusionPath), DiffusionError> {
+    let path = path.as_ref();
+    let source = SafetensorsSource::from_file(path)?;
+    let base_only = BaseOnly {
+        inner: &source,
+        names: base_tensor_names(base_config),
+    };
+    let base = CausalLm::load(&base_only, base_config, device, dtype)?;
+    let diffusion = load_from_source(&source, path, config, &base)?;
+    Ok((base, diffusion))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| "not a file path".to_string())?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.to_string());
+    }
+    Ok(())
+}

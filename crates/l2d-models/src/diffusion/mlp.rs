@@ -1,0 +1,67 @@
+//! The small MLPs of the diffusion path (the reference's `SimpleMLP`, `nn.Sequential` of
+//! linear layers with SiLU between them) and a dtype-tolerant linear layer.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
+
+/// `Linear` applied to `x` in `x`'s dtype: the parameters are cast when they are stored in
+/// another dtype (an f32 diffusion path on a bf16 base computes in bf16, as the reference's
+/// whole-model cast does).
+///
+/// # Shapes
+/// - `x`: `[..., d_in]`; output: `[..., d_out]`
+pub fn linear_in_dtype<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let w = layer.weight.val();
+    if w.dtype() == x.dtype() {
+        return layer.forward(x);
+    }
+    let dtype = x.dtype();
+    let dims = x.dims();
+    let [d_in, d_out] = w.dims();
+    let rows = dims[..D - 1].iter().product();
+    let mut y = x.reshape([rows, d_in]).matmul(w.cast(dtype));
+    if let Some(b) = &layer.bias {
+        y = y + b.val().cast(dtype).reshape([1, d_out]);
+    }
+    let mut out = dims;
+    out[D - 1] = d_out;
+    y.reshape(out)
+}
+
+/// Linear layers with SiLU between them and none after the last
+/// (`layers_module.{0, 2, 4, ...}` or `mlp.{0, 2, ...}` in the reference's key names).
+#[derive(Module, Debug)]
+pub struct SimpleMlp {
+    /// The layers, first to last.
+    pub layers: Vec<Linear>,
+}
+
+impl SimpleMlp {
+    /// The MLP, in the input's dtype.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., d_in]`; output: `[..., d_out]`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let last = self.layers.len().saturating_sub(1);
+        let mut x = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = linear_in_dtype(layer, x);
+            if i < last {
+                x = silu(x);
+            }
+        }
+        x
+    }
+
+    /// The input width (`None` without layers).
+    pub fn d_in(&self) -> Option<usize> {
+        self.layers.first().map(|l| l.weight.dims()[0])
+    }
+
+    /// The output width (`None` without layers).
+    pub fn d_out(&self) -> Option<usize> {
+        self.layers.last().map(|l| l.weight.dims()[1])
+    }
+}
