@@ -9,3 +9,7 @@ pub use l2d_guidance as guidance;
 pub use l2d_models as models;
 pub use l2d_solvers as solvers;
 pub use l2d_train as train;
+
+pub mod demo;
+pub mod eval;
+pub mod plot;

@@ -22,10 +22,13 @@ use common::*;
 use l2d_core::TemperatureSchedule;
 use l2d_guidance::Guidance;
 use l2d_models::config::ModelConfig;
-use l2d_models::decoder::{CausalLm, ForwardOptions};
+use l2d_models::decoder::{CausalLm, ForwardOptions, KvCache};
 use l2d_models::diffusion::{
     AdapterLoadOptions, ClassLabels, DiffusionPath, FlowContext, FlowVelocityField, LossInputs,
     Timesteps, load_reference_model, reference_endpoint_policy,
+};
+use l2d_models::generation::{
+    DiffusionOptions, Flow, GenerationConfig, GenerationError, Generator, TokenStep, generate,
 };
 use l2d_models::l2d_config::L2dConfig;
 use l2d_models::weights::SafetensorsSource;
@@ -366,6 +369,10 @@ impl Fixture {
         Err(format!("unknown case kind `{case}`"))
     }
 
+    /// Greedy generation through the public [`Generator`]: the prompt through the generation
+    /// loop, the fixture's noises as the initial flow states, midpoint over `n` grid points
+    /// (`n - 1` solver steps), argmax of the logits at `t = 1`. A recording [`TokenStep`]
+    /// wrapper keeps each token's logits for comparison.
     fn generate(
         &self,
         path: &DiffusionPath,
@@ -376,52 +383,50 @@ impl Fixture {
         let c = |t: &str| format!("{case}.{t}");
         let dev = &self.device;
         let base = &self.base;
-        let e = |e: l2d_models::diffusion::DiffusionError| e.to_string();
-        let prompt = self.cases.ids(&c("input_ids"), dev);
+        let prompt: Vec<u32> = self
+            .cases
+            .ids_vec(&c("input_ids"))
+            .into_iter()
+            .map(|x| x as u32)
+            .collect();
         let (noises, ns) = self.cases.f32(&c("noises"));
         let (k, d) = (ns[0], ns[1]);
         let want_ids = self.cases.ids_vec(&c("generated"));
-        let table = path.vocabulary_table(base);
-        let opts = ForwardOptions::default();
-        let frozen = base.frozen_forward(prompt, &opts);
-        let mut cache = frozen.cache.clone();
-        let mut context = FlowContext::from_frozen(&frozen).last_query();
-        let times = linspace(0.0, path.config().nstep_final_timestep, n);
-        let mut got_ids = Vec::new();
-        let mut got_logits = Vec::new();
-        for step in 0..k {
-            let mut field = FlowVelocityField::new(path, base, context.clone(), table.clone())
-                .map_err(e)?
-                .with_temperature_offset(l2d_models::diffusion::reference_temperature_offset(
-                    method, &times,
-                ));
-            let x0 = t3(
-                noises[step * d..(step + 1) * d].to_vec(),
-                &[1, 1, d],
-                dev,
-                DType::F64,
-            );
-            let (x, _) = field.solve(&Solver::new(method), x0, &times).map_err(e)?;
-            let logits = field.logits(1.0, &x).map_err(e)?;
-            let token = logits.clone().argmax(2).reshape([1, 1]);
-            got_ids.push(
-                token
-                    .clone()
-                    .into_data()
-                    .convert::<i64>()
-                    .try_to_vec::<i64>()
-                    .unwrap()[0],
-            );
-            got_logits.extend(to_vec(logits));
-            let (hidden, step_ctx) = base.forward_hidden(token, Some(&mut cache), &opts);
-            context = FlowContext::new(hidden, &cache, &step_ctx).map_err(e)?;
-        }
-        let mismatches = got_ids
-            .iter()
-            .zip(&want_ids)
-            .filter(|(a, b)| a != b)
+        let model_type = path.base_summary().model_type.clone();
+        let mut options = DiffusionOptions::fixed(n - 1)
+            .with_method(method)
+            .with_state_dtype(DType::F64);
+        options.endpoint = Some(reference_endpoint_policy(&model_type, method));
+        let generator = Generator::new(base, Some(path), options).map_err(|e| e.to_string())?;
+        let noise = Tensor::<3>::from_data(TensorData::new(noises, [k, 1, d]), dev);
+        let step = generator
+            .step()
+            .with_initial_noise(noise)
+            .map_err(|e| e.to_string())?;
+        let mut recorder = Recorder {
+            inner: step,
+            logits: Vec::new(),
+        };
+        let out = generate(
+            &mut recorder,
+            None,
+            &[prompt],
+            &GenerationConfig::greedy(k),
+            |_| Flow::Continue,
+        )
+        .map_err(|e| e.to_string())?;
+        let got_ids: Vec<i64> = out.sequences[0].tokens.iter().map(|&t| t as i64).collect();
+        let stats = recorder.inner.stats();
+        println!(
+            "    generated {got_ids:?}, reference {want_ids:?}; NFE per token {}, diffusion \
+             forwards per token {}",
+            stats.mean_nfe_per_token(),
+            stats.tokens[0].diffusion_forwards
+        );
+        let got_logits: Vec<f32> = recorder.logits.into_iter().flatten().collect();
+        let mismatches = (0..want_ids.len().max(got_ids.len()))
+            .filter(|&i| got_ids.get(i) != want_ids.get(i))
             .count();
-        println!("    generated {got_ids:?}, reference {want_ids:?}");
         Ok(vec![
             self.compare("step_logits", got_logits, &c("step_logits"), TOL),
             (
@@ -431,6 +436,33 @@ impl Fixture {
                 0.0,
             ),
         ])
+    }
+}
+
+/// A [`TokenStep`] that records the logits of the step it wraps.
+struct Recorder<S> {
+    inner: S,
+    logits: Vec<Vec<f32>>,
+}
+
+impl<S: TokenStep> TokenStep for Recorder<S> {
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    fn device(&self) -> Device {
+        self.inner.device()
+    }
+
+    fn next_logits(
+        &mut self,
+        input_ids: Tensor<2, Int>,
+        cache: &mut KvCache,
+        options: &ForwardOptions,
+    ) -> Result<Tensor<2>, GenerationError> {
+        let logits = self.inner.next_logits(input_ids, cache, options)?;
+        self.logits.push(to_vec(logits.clone()));
+        Ok(logits)
     }
 }
 

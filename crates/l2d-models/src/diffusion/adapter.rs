@@ -373,6 +373,7 @@ impl DiffusionPath {
         let bytes =
             safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
                 .map_err(|e| write_err(e.to_string()))?;
+        let bytes = canonical_header(bytes).map_err(write_err)?;
         write_atomically(path, &bytes).map_err(write_err)
     }
 
@@ -519,6 +520,54 @@ pub fn load_reference_model(
     let base = CausalLm::load(&base_only, base_config, device, dtype)?;
     let diffusion = load_from_source(&source, path, config, &base)?;
     Ok((base, diffusion))
+}
+
+/// Rewrites a safetensors header with its keys sorted (the safetensors crate emits its
+/// metadata from a `HashMap`), so that saving the same adapter twice gives the same bytes.
+/// Offsets in the header are relative to the data section, so only the length prefix changes.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("serialized adapter shorter than its header length")?;
+    let header_len = u64::from_le_bytes(len_bytes) as usize;
+    let header = bytes
+        .get(8..8 + header_len)
+        .ok_or("serialized adapter shorter than its header")?;
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut text = canonical_json(&value);
+    // safetensors pads the header with spaces to a multiple of 8 bytes.
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - header_len);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + header_len..]);
+    Ok(out)
+}
+
+/// JSON text with every object's keys in sorted order, whatever map type serde_json uses.
+fn canonical_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    let key = serde_json::Value::String(k.clone()).to_string();
+                    format!("{key}:{}", canonical_json(&map[k]))
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {

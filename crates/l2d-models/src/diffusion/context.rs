@@ -130,6 +130,56 @@ impl FlowContext {
         })
     }
 
+    /// The context of the batch rows `start .. start + len` (tables and masks shared by the
+    /// batch stay shared).
+    ///
+    /// # Errors
+    /// [`DiffusionError::Invalid`] if the range exceeds the batch.
+    pub fn narrow_batch(&self, start: usize, len: usize) -> Result<Self, DiffusionError> {
+        let b = self.batch();
+        if len == 0 || start + len > b {
+            return Err(DiffusionError::Invalid {
+                field: "batch range",
+                reason: format!("{start}..{} is not inside the {b} rows", start + len),
+            });
+        }
+        let rows4 = |t: &Tensor<4>| {
+            if t.dims()[0] > 1 {
+                t.clone().narrow(0, start, len)
+            } else {
+                t.clone()
+            }
+        };
+        Ok(Self {
+            hidden: self.hidden.clone().narrow(0, start, len),
+            kv: self
+                .kv
+                .iter()
+                .map(|l| LayerKv {
+                    k: l.k.clone().narrow(0, start, len),
+                    v: l.v.clone().narrow(0, start, len),
+                })
+                .collect(),
+            rope: RopeCosSin {
+                cos: rows4(&self.rope.cos),
+                sin: rows4(&self.rope.sin),
+            },
+            masks: self
+                .masks
+                .iter()
+                .map(|m| {
+                    m.as_ref().map(|m| {
+                        if m.dims()[0] > 1 {
+                            m.clone().narrow(0, start, len)
+                        } else {
+                            m.clone()
+                        }
+                    })
+                })
+                .collect(),
+        })
+    }
+
     /// The context of the last query position only (the next token's prediction).
     pub fn last_query(&self) -> Self {
         let n = self.queries();

@@ -22,6 +22,7 @@
 //! | [`projection`] | LoRA deltas, full copies |
 //! | [`layer`] | one decoder layer of the path |
 //! | [`conditioning`] | [`Timesteps`], [`ClassLabels`] |
+//! | [`conditioning_cache`] | [`TimeConditioningCache`]: per-time modulations reused across evaluations |
 //! | [`context`] | [`FlowContext`]: the cached frozen state the path reads |
 //! | [`loss`] | the training loss |
 //! | [`velocity`] | the velocity `(x̂₁ - x_t)/(1-t)` and the solvers' [`FlowVelocityField`] |
@@ -31,6 +32,7 @@
 pub mod adapter;
 pub mod class_embedder;
 pub mod conditioning;
+pub mod conditioning_cache;
 pub mod context;
 pub mod count;
 pub mod encoder;
@@ -50,9 +52,10 @@ pub use adapter::{
     AdapterLoadOptions, AdapterMetadata, ReferenceParam, base_fingerprint, load_reference_model,
 };
 pub use conditioning::{ClassLabels, Timesteps};
+pub use conditioning_cache::{Branches, TimeConditioningCache};
 pub use context::FlowContext;
 pub use count::{ParamCount, diffusion_param_count};
 pub use error::DiffusionError;
 pub use loss::{LossInputs, LossOutput};
-pub use path::{BaseSummary, DiffusionPath};
+pub use path::{BaseSummary, DiffusionPath, TimeConditioning};
 pub use velocity::{FlowVelocityField, reference_endpoint_policy, reference_temperature_offset};

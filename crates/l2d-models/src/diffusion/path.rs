@@ -12,7 +12,7 @@ use super::encoder::FlowToLmEncoder;
 use super::error::DiffusionError;
 use super::layer::FlowLayer;
 use super::mlp::SimpleMlp;
-use super::modulation::ConditioningHead;
+use super::modulation::{ConditioningHead, LayerModulation};
 use super::projection::FlowProjection;
 use super::source::{InitSource, LinearInit, MatrixInit, ParamSource};
 use super::timestep::TimestepEmbedder;
@@ -20,6 +20,16 @@ use super::token_embedder::FlowTokenEmbedder;
 use crate::config::ModelConfig;
 use crate::decoder::{CausalLm, ForwardOptions, FrozenOutput};
 use crate::l2d_config::{FlowSpace, L2dConfig, ResolvedDims};
+
+/// The path's conditioning at one time and set of class labels: each layer's modulation and
+/// the final gate, in the base dtype (see [`DiffusionPath::time_conditioning`]).
+#[derive(Debug, Clone)]
+pub struct TimeConditioning {
+    /// One entry per decoder layer.
+    pub layers: Vec<LayerModulation>,
+    /// The final gate `head(c_t) [- head(c_0)]`, `[B, N, hidden]`.
+    pub gate: Tensor<3>,
+}
 
 /// The sizes of the base model a diffusion path was built for; checked before every forward.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -646,6 +656,79 @@ impl DiffusionPath {
         t: &Timesteps,
         classes: Option<&ClassLabels>,
     ) -> Result<Tensor<3>, DiffusionError> {
+        let (b, n) = (context.batch(), context.queries());
+        let conditioning =
+            self.time_conditioning(base, t, classes, b, n, &flow_state.device())?;
+        self.hidden_conditioned(base, context, flow_state, t, &conditioning)
+    }
+
+    /// Everything of the path that depends only on the time, the class labels and the
+    /// parameters: every layer's modulation and the final gate (`head(c_t) - head(c_0)` with
+    /// `preserve_behavior_at_flow_start`), in the base dtype. Generation on a fixed grid
+    /// evaluates the same times for every token, so it computes this once per time
+    /// ([`TimeConditioningCache`](super::TimeConditioningCache)) instead of once per
+    /// evaluation; the numbers are the same.
+    ///
+    /// # Shapes
+    /// - `t`: scalar or `[batch, n]`; `classes`: `[batch]` or `[batch, n]`
+    /// - output chunks: `[B, N, hidden]` with `B` ∈ {1, batch}, `N` ∈ {1, n}
+    ///
+    /// # Errors
+    /// Class labels without guidance classes, or of another batch; a base of other sizes.
+    pub fn time_conditioning(
+        &self,
+        base: &CausalLm,
+        t: &Timesteps,
+        classes: Option<&ClassLabels>,
+        batch: usize,
+        n: usize,
+        device: &Device,
+    ) -> Result<TimeConditioning, DiffusionError> {
+        self.check_base(base)?;
+        let dtype = base.dtype();
+        let (c_t, c_0) = self.conditioning(t, classes, batch, n, device)?;
+        let frozen_c0 = self
+            .config
+            .freeze_modulation_at_flow_start
+            .then(|| c_0.clone());
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                layer.modulation(
+                    c_t.clone(),
+                    frozen_c0.clone(),
+                    self.dims.modulation_chunks,
+                    dtype,
+                )
+            })
+            .collect();
+        let mut gate = self.modulation_head.forward(c_t);
+        if self.config.preserve_behavior_at_flow_start {
+            gate = gate - self.modulation_head.forward(c_0);
+        }
+        Ok(TimeConditioning {
+            layers,
+            gate: gate.cast(dtype),
+        })
+    }
+
+    /// [`DiffusionPath::hidden_cached`] with the time conditioning given (computed by
+    /// [`DiffusionPath::time_conditioning`] for the same `t` and class labels).
+    ///
+    /// # Shapes
+    /// - as [`DiffusionPath::forward_cached`]; output: `[batch, n, hidden]`
+    ///
+    /// # Errors
+    /// Shape mismatches; a base of other sizes.
+    pub fn hidden_conditioned(
+        &self,
+        base: &CausalLm,
+        context: &FlowContext,
+        flow_state: Tensor<3>,
+        t: &Timesteps,
+        conditioning: &TimeConditioning,
+    ) -> Result<Tensor<3>, DiffusionError> {
         self.check_base(base)?;
         let (b, n) = (context.batch(), context.queries());
         let d = self.dims.flow_dim;
@@ -665,45 +748,56 @@ impl DiffusionPath {
                 got: tt.dims().to_vec(),
             });
         }
-        if context.kv.len() != self.layers.len() {
+        if context.kv.len() != self.layers.len() || conditioning.layers.len() != self.layers.len()
+        {
             return Err(DiffusionError::Shape {
-                tensor: "frozen key/value cache",
+                tensor: "frozen key/value cache or time conditioning",
                 expected: format!("{} layers", self.layers.len()),
-                got: vec![context.kv.len()],
+                got: vec![context.kv.len(), conditioning.layers.len()],
             });
         }
         let dtype = base.dtype();
-        let (c_t, c_0) = self.conditioning(t, classes, b, n, &flow_state.device())?;
-
         let mut f = self
             .flow_to_lm_encoder
             .forward(flow_state.cast(dtype), t)
             .cast(dtype);
-        let frozen_c0 = self
-            .config
-            .freeze_modulation_at_flow_start
-            .then(|| c_0.clone());
-        for (i, (layer, base_layer)) in self.layers.iter().zip(&base.model.layers).enumerate() {
-            let modulation = layer.modulation(
-                c_t.clone(),
-                frozen_c0.clone(),
-                self.dims.modulation_chunks,
-                dtype,
-            );
+        for (i, ((layer, base_layer), modulation)) in self
+            .layers
+            .iter()
+            .zip(&base.model.layers)
+            .zip(&conditioning.layers)
+            .enumerate()
+        {
             f = layer.forward(
                 base_layer,
                 f,
-                &modulation,
+                modulation,
                 &context.kv[i],
                 &context.rope,
                 context.masks[i].clone(),
             );
         }
-        let mut gate = self.modulation_head.forward(c_t);
-        if self.config.preserve_behavior_at_flow_start {
-            gate = gate - self.modulation_head.forward(c_0);
-        }
-        Ok(context.hidden.clone() + f * gate.cast(dtype))
+        Ok(context.hidden.clone() + f * conditioning.gate.clone())
+    }
+
+    /// [`DiffusionPath::forward_cached`] with the time conditioning given (see
+    /// [`DiffusionPath::time_conditioning`]); returns f32 logits.
+    ///
+    /// # Shapes
+    /// - as [`DiffusionPath::forward_cached`]; output: `[batch, n, vocab]`
+    ///
+    /// # Errors
+    /// As [`DiffusionPath::hidden_conditioned`].
+    pub fn forward_conditioned(
+        &self,
+        base: &CausalLm,
+        context: &FlowContext,
+        flow_state: Tensor<3>,
+        t: &Timesteps,
+        conditioning: &TimeConditioning,
+    ) -> Result<Tensor<3>, DiffusionError> {
+        let hidden = self.hidden_conditioned(base, context, flow_state, t, conditioning)?;
+        Ok(base.logits(hidden).cast(DType::F32))
     }
 
     /// The conditioning vectors at `t` and at `0`, `[B, N, C]` (`B` ∈ {1, batch},

@@ -6,12 +6,17 @@
 //! `x̂₁` is formed from f32 logits and cast back, and the difference and division happen in
 //! the state's dtype.
 
-use burn::tensor::{DType, Tensor};
-use l2d_core::{HostRng, TemperatureSchedule, VelocitySchedule, X1Estimation};
+use burn::tensor::{DType, Tensor, TensorData};
+use l2d_core::x1_estimate::x1_sample_with_uniforms;
+use l2d_core::{
+    HostRng, TemperatureSchedule, VelocitySchedule, X1Estimation, X1Estimator,
+    normalize_flow_representation,
+};
 use l2d_guidance::Guidance;
 use l2d_solvers::{EndpointPolicy, Method, Solver, Stats, StepInfo, VectorField};
 
 use super::conditioning::{ClassLabels, Timesteps};
+use super::conditioning_cache::{Branches, TimeConditioningCache};
 use super::context::FlowContext;
 use super::error::DiffusionError;
 use super::path::DiffusionPath;
@@ -61,6 +66,12 @@ pub fn reference_endpoint_policy(model_type: &str, method: Method) -> EndpointPo
 /// branches run as one batched forward and their velocities are combined by
 /// [`Guidance::combine`].
 ///
+/// Options for generation: [`FlowVelocityField::with_conditioning_cache`] reuses each time's
+/// modulation across evaluations and tokens, [`FlowVelocityField::with_initial_logits`] answers
+/// the evaluations at `t = 0` from the frozen pass's logits (the fused first evaluation), and
+/// [`FlowVelocityField::with_row_rngs`] gives every batch row its own generator for the
+/// `sample` estimator.
+///
 /// As a [`VectorField`] it cannot return errors: an evaluation that fails (which
 /// construction-time checks make unlikely) records the error ([`FlowVelocityField::take_error`])
 /// and returns a NaN velocity, which stops the solver's finiteness check.
@@ -80,6 +91,10 @@ pub struct FlowVelocityField<'a> {
     error: Option<DiffusionError>,
     model_calls: usize,
     endpoint: EndpointPolicy,
+    cache: Option<&'a TimeConditioningCache>,
+    initial_logits: Option<Tensor<3>>,
+    fused_evals: usize,
+    row_rngs: Option<Vec<HostRng>>,
 }
 
 impl std::fmt::Debug for FlowVelocityField<'_> {
@@ -90,6 +105,7 @@ impl std::fmt::Debug for FlowVelocityField<'_> {
             .field("temperature", &self.temperature)
             .field("guidance", &self.guidance)
             .field("model_calls", &self.model_calls)
+            .field("fused_evals", &self.fused_evals)
             .finish()
     }
 }
@@ -135,6 +151,10 @@ impl<'a> FlowVelocityField<'a> {
             error: None,
             model_calls: 0,
             endpoint: EndpointPolicy::ZeroAtOrAfter(1.0),
+            cache: None,
+            initial_logits: None,
+            fused_evals: 0,
+            row_rngs: None,
         })
     }
 
@@ -176,11 +196,32 @@ impl<'a> FlowVelocityField<'a> {
     /// [`DiffusionError::ClassLabels`] if the path has no classes, the batch differs, or a
     /// label is out of range.
     pub fn with_guidance(
-        mut self,
+        self,
         classes: ClassLabels,
         guidance: Guidance,
     ) -> Result<Self, DiffusionError> {
         self.path.validate_class_labels(&classes)?;
+        self.with_validated_guidance(classes, guidance)
+    }
+
+    /// [`FlowVelocityField::with_guidance`] for labels already checked with
+    /// [`DiffusionPath::validate_class_labels`] (which reads two values back from the device;
+    /// a generator checks its labels once, not once per token).
+    ///
+    /// # Errors
+    /// [`DiffusionError::ClassLabels`] if the path has no classes or the batch differs.
+    pub fn with_validated_guidance(
+        mut self,
+        classes: ClassLabels,
+        guidance: Guidance,
+    ) -> Result<Self, DiffusionError> {
+        if self.path.null_class().is_none() {
+            return Err(DiffusionError::ClassLabels(
+                "this diffusion path has no guidance classes \
+                 (guidance_modulation_num_classes is unset)"
+                    .into(),
+            ));
+        }
         if classes.batch() != self.context.batch() {
             return Err(DiffusionError::ClassLabels(format!(
                 "{} labels for a batch of {}",
@@ -188,10 +229,85 @@ impl<'a> FlowVelocityField<'a> {
                 self.context.batch()
             )));
         }
-        self.doubled = Some(self.context.repeat_batch(2));
+        if guidance.weight() != 1.0 {
+            self.doubled = Some(self.context.repeat_batch(2));
+        }
         self.classes = Some(classes);
         self.guidance = guidance;
         Ok(self)
+    }
+
+    /// Reuses every time's [`TimeConditioning`](super::TimeConditioning) through `cache`
+    /// (scalar times only). The cache must belong to this path, these class labels and this
+    /// batch size (see [`TimeConditioningCache`]).
+    pub fn with_conditioning_cache(mut self, cache: &'a TimeConditioningCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The fused first evaluation: at `t = 0` the gate `head(c_t) - head(c_0)` is exactly
+    /// zero, so the logits there are the frozen model's whatever the flow state; `logits`
+    /// (the frozen pass's logits at the query positions, f32) answer every evaluation at
+    /// `t = 0` without a diffusion forward. Such evaluations are counted by
+    /// [`FlowVelocityField::fused_evals`], not by [`FlowVelocityField::model_calls`].
+    ///
+    /// # Shapes
+    /// - `logits`: `[batch, n, vocab]`
+    ///
+    /// # Errors
+    /// [`DiffusionError::Invalid`] when the path does not preserve the frozen model at `t = 0`
+    /// (`preserve_behavior_at_flow_start = false`); [`DiffusionError::Shape`] for logits of
+    /// another shape.
+    pub fn with_initial_logits(mut self, logits: Tensor<3>) -> Result<Self, DiffusionError> {
+        if !self.path.config().preserve_behavior_at_flow_start {
+            return Err(DiffusionError::Invalid {
+                field: "initial logits",
+                reason: "the path does not preserve the frozen model at t = 0 \
+                         (preserve_behavior_at_flow_start = false), so its logits there are \
+                         not the frozen pass's"
+                    .into(),
+            });
+        }
+        let want = [
+            self.context.batch(),
+            self.context.queries(),
+            self.path.dims().vocab,
+        ];
+        if logits.dims() != want {
+            return Err(DiffusionError::Shape {
+                tensor: "initial logits",
+                expected: format!("{want:?} (batch, query positions, vocab)"),
+                got: logits.dims().to_vec(),
+            });
+        }
+        self.initial_logits = Some(logits.cast(DType::F32));
+        Ok(self)
+    }
+
+    /// One generator per batch row for the `sample` estimator: row `r`'s draws (its
+    /// conditional, then its unconditional branch with guidance) come from `rngs[r]` only, so
+    /// a row's result does not depend on the other rows of the batch.
+    ///
+    /// # Errors
+    /// [`DiffusionError::Invalid`] unless there is one generator per row.
+    pub fn with_row_rngs(mut self, rngs: Vec<HostRng>) -> Result<Self, DiffusionError> {
+        if rngs.len() != self.context.batch() {
+            return Err(DiffusionError::Invalid {
+                field: "row generators",
+                reason: format!(
+                    "{} generators for a batch of {}",
+                    rngs.len(),
+                    self.context.batch()
+                ),
+            });
+        }
+        self.row_rngs = Some(rngs);
+        Ok(self)
+    }
+
+    /// The row generators (after the draws made so far), if set.
+    pub fn into_row_rngs(self) -> Option<Vec<HostRng>> {
+        self.row_rngs
     }
 
     /// The frozen context the field reads.
@@ -202,6 +318,11 @@ impl<'a> FlowVelocityField<'a> {
     /// Model forwards made so far (a guided evaluation is one batched forward).
     pub fn model_calls(&self) -> usize {
         self.model_calls
+    }
+
+    /// Evaluations at `t = 0` answered from the initial logits, without a forward.
+    pub fn fused_evals(&self) -> usize {
+        self.fused_evals
     }
 
     /// The error of the first failed evaluation, if any.
@@ -218,14 +339,81 @@ impl<'a> FlowVelocityField<'a> {
     /// # Errors
     /// As [`DiffusionPath::forward_cached`].
     pub fn logits(&mut self, t: f64, x: &Tensor<3>) -> Result<Tensor<3>, DiffusionError> {
+        let model_x = x.clone().cast(self.base.dtype());
+        self.forward(t, model_x, false)
+    }
+
+    /// One diffusion forward at scalar `t`: the conditional batch, or with `stacked` the
+    /// `[conditional; unconditional]` batch (`x` already stacked).
+    fn forward(
+        &mut self,
+        t: f64,
+        x: Tensor<3>,
+        stacked: bool,
+    ) -> Result<Tensor<3>, DiffusionError> {
+        let null = self.path.null_class().unwrap_or_default();
+        let labels = match (&self.classes, stacked) {
+            (Some(c), true) => Some(c.stack_with_null(null)),
+            (c, _) => c.clone(),
+        };
+        let context = match (stacked, &self.doubled) {
+            (true, Some(d)) => d,
+            _ => &self.context,
+        };
+        let timesteps = Timesteps::Scalar(t);
         self.model_calls += 1;
-        self.path.forward_cached(
-            self.base,
-            &self.context,
-            x.clone().cast(self.base.dtype()),
-            &Timesteps::Scalar(t),
-            self.classes.as_ref(),
-        )
+        let (path, base) = (self.path, self.base);
+        match self.cache {
+            None => path.forward_cached(base, context, x, &timesteps, labels.as_ref()),
+            Some(cache) => {
+                let branches = if stacked {
+                    Branches::Stacked
+                } else {
+                    Branches::Conditional
+                };
+                let conditioning = cache.get_or_try_insert(t, branches, || {
+                    path.time_conditioning(
+                        base,
+                        &timesteps,
+                        labels.as_ref(),
+                        context.batch(),
+                        context.queries(),
+                        &x.device(),
+                    )
+                })?;
+                path.forward_conditioned(base, context, x, &timesteps, &conditioning)
+            }
+        }
+    }
+
+    /// The x1 estimate of `logits` (`rows` rows of `n` positions; `stacked`: two branches per
+    /// row, conditional rows first).
+    fn estimate(
+        &mut self,
+        logits: Tensor<3>,
+        temperature: f64,
+    ) -> Result<Tensor<3>, DiffusionError> {
+        let sampled = temperature > 0.0 && self.estimation.estimator == X1Estimator::Sample;
+        let Some(rngs) = self.row_rngs.as_mut().filter(|_| sampled) else {
+            return Ok(self
+                .estimation
+                .estimate(logits, &self.table, temperature, &mut self.rng)?);
+        };
+        let [rows, n, _] = logits.dims();
+        let b = rngs.len();
+        let mut uniforms = Vec::with_capacity(rows * n);
+        for i in 0..rows {
+            uniforms.extend(rngs[i % b].uniform_vec(n));
+        }
+        let uniforms = Tensor::<1>::from_data(
+            TensorData::new(uniforms, [rows * n]),
+            (&logits.device(), logits.dtype()),
+        );
+        let estimate = x1_sample_with_uniforms(logits, &self.table, temperature, uniforms)?;
+        Ok(match self.estimation.renormalize {
+            Some(rescaling) => normalize_flow_representation(estimate, rescaling),
+            None => estimate,
+        })
     }
 
     /// The velocity at `t` for flow states `x`, in `x`'s dtype.
@@ -238,38 +426,26 @@ impl<'a> FlowVelocityField<'a> {
     pub fn try_velocity(&mut self, t: f64, x: &Tensor<3>) -> Result<Tensor<3>, DiffusionError> {
         let temperature = self.temperature.at(t + self.temperature_offset);
         let state_dtype = x.dtype();
-        let model_x = x.clone().cast(self.base.dtype());
-        let guided = self.guidance.needs_unconditional(t);
-        let logits = match (&self.classes, guided) {
-            (Some(classes), true) => {
-                let null = self.path.null_class().unwrap_or_default();
-                let stacked = l2d_guidance::stack_branches(model_x);
-                let labels = classes.stack_with_null(null);
-                let ctx = self.doubled.as_ref().unwrap_or(&self.context);
-                self.model_calls += 1;
-                self.path.forward_cached(
-                    self.base,
-                    ctx,
-                    stacked,
-                    &Timesteps::Scalar(t),
-                    Some(&labels),
-                )?
+        let guided = self.classes.is_some() && self.guidance.needs_unconditional(t);
+        let logits = match (&self.initial_logits, t == 0.0) {
+            (Some(initial), true) => {
+                self.fused_evals += 1;
+                if guided {
+                    l2d_guidance::stack_branches(initial.clone())
+                } else {
+                    initial.clone()
+                }
             }
             _ => {
-                self.model_calls += 1;
-                self.path.forward_cached(
-                    self.base,
-                    &self.context,
-                    model_x,
-                    &Timesteps::Scalar(t),
-                    self.classes.as_ref(),
-                )?
+                let model_x = x.clone().cast(self.base.dtype());
+                if guided {
+                    self.forward(t, l2d_guidance::stack_branches(model_x), true)?
+                } else {
+                    self.forward(t, model_x, false)?
+                }
             }
         };
-        let x1_hat = self
-            .estimation
-            .estimate(logits, &self.table, temperature, &mut self.rng)?
-            .cast(state_dtype);
+        let x1_hat = self.estimate(logits, temperature)?.cast(state_dtype);
         if guided {
             let x2 = l2d_guidance::stack_branches(x.clone());
             let v = self.schedule.velocity(x1_hat, x2, t);

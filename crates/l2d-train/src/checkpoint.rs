@@ -1,0 +1,298 @@
+//! Checkpoints: everything a run needs to continue exactly where it stopped.
+//!
+//! ```text
+//! RUN/checkpoints/
+//!   step-00000200/
+//!     adapter.safetensors     the diffusion path (l2d-models' adapter format)
+//!     optimizer.safetensors   AdamW moments by parameter name, the update count
+//!     state.json              step, data position, counters, seed, data fingerprint
+//!   step-00000300/ ...
+//!   latest                    the name of the newest complete checkpoint
+//! ```
+//!
+//! A checkpoint is written into a temporary folder that is renamed into place once complete,
+//! then `latest` is replaced (temporary file + rename): a run killed at any moment leaves the
+//! previous checkpoint intact and `latest` pointing at a complete one. Only the newest
+//! `keep_last` checkpoints are kept.
+//!
+//! The random state is not stored as generator bytes: every random draw of a step is keyed by
+//! the seed and the step (and micro-batch) number, and the data order by the seed and the
+//! epoch, so the step number and the data position restore them exactly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, TensorData};
+use l2d_models::decoder::CausalLm;
+use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataPosition;
+use crate::error::{Result, TrainError};
+use crate::optim::AdamW;
+
+/// The folder of checkpoints inside a run folder.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// The file naming the newest checkpoint.
+pub const LATEST: &str = "latest";
+/// The `format` of optimizer files.
+pub const OPTIMIZER_FORMAT: &str = "l2d-optimizer";
+
+/// The run state saved with a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Format version.
+    pub version: u32,
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// The run's planned total steps when saved.
+    pub total_steps: usize,
+    /// The data position after the last consumed micro-batch.
+    pub position: DataPosition,
+    /// Micro-batches skipped for a non-finite loss or gradient so far.
+    pub nonfinite: usize,
+    /// The run seed (keys every random draw with the step number).
+    pub seed: u64,
+    /// A hash of the encoded training examples, to refuse resuming on other data.
+    pub data_fingerprint: String,
+    /// Sequences per micro-batch.
+    pub micro_batch_size: usize,
+    /// Micro-batches per step.
+    pub accumulation_steps: usize,
+}
+
+/// The name of step `step`'s checkpoint folder.
+pub fn checkpoint_name(step: usize) -> String {
+    format!("step-{step:08}")
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
+    move |e| TrainError::io(action, path, e)
+}
+
+/// Writes bytes to `path` through a temporary file in the same folder and a rename.
+///
+/// # Errors
+/// [`TrainError::Io`] naming the file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        TrainError::io("write", path, e)
+    })
+}
+
+struct Raw {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl safetensors::View for &Raw {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Serialises the optimizer state (f32 moments by name, the update count in the metadata).
+fn optimizer_bytes(adam: &AdamW, path: &Path) -> Result<Vec<u8>> {
+    let (tensors, steps) = adam.to_tensors();
+    let raws: Vec<(String, Raw)> = tensors
+        .into_iter()
+        .map(|(name, data)| {
+            let shape = data.shape().to_vec();
+            let values: Vec<f32> = data
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, Raw { shape, bytes })
+        })
+        .collect();
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), OPTIMIZER_FORMAT.to_string());
+    meta.insert("steps".to_string(), steps.to_string());
+    safetensors::serialize(raws.iter().map(|(k, v)| (k.as_str(), v)), Some(meta)).map_err(|e| {
+        TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Reads an optimizer file into `adam` (tensors on `device`).
+fn load_optimizer(adam: &mut AdamW, path: &Path, device: &Device) -> Result<()> {
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(io("read", path))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(OPTIMIZER_FORMAT) {
+        return Err(bad("not an l2d optimizer file".into()));
+    }
+    let steps: u64 = meta
+        .get("steps")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no update count in the metadata".into()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(bad(format!("`{name}` is not f32")));
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.push((name, TensorData::new(values, view.shape().to_vec())));
+    }
+    adam.load_tensors(tensors, steps, device, path)
+}
+
+/// Saves a checkpoint of step `state.step` under `run_dir/checkpoints/`, atomically, points
+/// `latest` at it and deletes all but the newest `keep_last`. Returns its folder.
+///
+/// # Errors
+/// [`TrainError::Io`] / [`TrainError::Checkpoint`] naming the file.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    path: &DiffusionPath,
+    base: &CausalLm,
+    adam: &AdamW,
+    state: &TrainState,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    let root = run_dir.join(CHECKPOINTS);
+    std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+    let name = checkpoint_name(state.step);
+    let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
+    let adapter = tmp.join("adapter.safetensors");
+    path.save(&adapter, base)
+        .map_err(|e| TrainError::Checkpoint {
+            path: adapter.clone(),
+            reason: e.to_string(),
+        })?;
+    let optimizer = tmp.join("optimizer.safetensors");
+    write_atomically(&optimizer, &optimizer_bytes(adam, &optimizer)?)?;
+    let state_path = tmp.join("state.json");
+    let json = serde_json::to_vec_pretty(state).map_err(|e| TrainError::Checkpoint {
+        path: state_path.clone(),
+        reason: e.to_string(),
+    })?;
+    write_atomically(&state_path, &json)?;
+    let dir = root.join(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io("rename", &tmp))?;
+    write_atomically(&root.join(LATEST), name.as_bytes())?;
+    prune(&root, keep_last, &name)?;
+    Ok(dir)
+}
+
+/// Deletes checkpoint folders beyond the newest `keep_last` (never `current`) and stale
+/// temporary folders.
+fn prune(root: &Path, keep_last: usize, current: &str) -> Result<()> {
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .map_err(io("read", root))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    names.sort();
+    let excess = names.len().saturating_sub(keep_last.max(1));
+    for n in names.into_iter().take(excess) {
+        if n != current {
+            let p = root.join(&n);
+            std::fs::remove_dir_all(&p).map_err(io("remove", &p))?;
+        }
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint of a run folder, if any.
+///
+/// # Errors
+/// [`TrainError::Checkpoint`] if `latest` names a missing folder.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let latest = run_dir.join(CHECKPOINTS).join(LATEST);
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&latest).map_err(io("read", &latest))?;
+    let dir = run_dir.join(CHECKPOINTS).join(name.trim());
+    if !dir.join("state.json").exists() {
+        return Err(TrainError::Checkpoint {
+            path: dir,
+            reason: format!("`{}` names an incomplete checkpoint", latest.display()),
+        });
+    }
+    Ok(Some(dir))
+}
+
+/// A loaded checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The diffusion path (f32, on the base's device).
+    pub path: DiffusionPath,
+    /// The optimizer with its state.
+    pub adam: AdamW,
+    /// The run state.
+    pub state: TrainState,
+}
+
+/// Loads a checkpoint folder for `base`; the optimizer gets `adam`'s hyper-parameters.
+///
+/// # Errors
+/// [`TrainError::Checkpoint`] / [`TrainError::Io`] naming the file.
+pub fn load_checkpoint(dir: &Path, base: &CausalLm, adam: AdamW) -> Result<Checkpoint> {
+    let state_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(io("read", &state_path))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+        path: state_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let adapter = dir.join("adapter.safetensors");
+    let path =
+        DiffusionPath::load(&adapter, base, &AdapterLoadOptions::default()).map_err(|e| {
+            TrainError::Checkpoint {
+                path: adapter.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+    let mut adam = adam;
+    load_optimizer(
+        &mut adam,
+        &dir.join("optimizer.safetensors"),
+        &base.device(),
+    )?;
+    Ok(Checkpoint { path, adam, state })
+}

@@ -1,0 +1,683 @@
+//! The training run: load the model and data, then step, validate, log and checkpoint.
+//!
+//! Each optimizer step takes `accumulation_steps` micro-batches from the seeded epoch order
+//! (epochs roll over inside a step), draws each micro-batch's timesteps, noise and class
+//! dropout from a generator keyed by `(seed, step, micro-batch)`, backpropagates
+//! `loss / accumulation_steps` (the reference's averaging), clips the summed gradient to a
+//! global norm and applies AdamW at the scheduled rate. A micro-batch with a non-finite loss,
+//! or a step whose gradient norm is not finite, is skipped and counted; past
+//! `max_nonfinite` the run stops with [`TrainError::NonFinite`].
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{DType, Device};
+use l2d_core::HostRng;
+use l2d_models::chat_template::ChatTemplate;
+use l2d_models::decoder::CausalLm;
+use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
+use l2d_models::pretrained::{LoadOptions, Pretrained};
+use l2d_models::tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::checkpoint::{TrainState, latest_checkpoint, load_checkpoint, save_checkpoint};
+use crate::config::TrainConfig;
+use crate::data::read::read_chat_files;
+use crate::data::{
+    ClassList, Conversation, DataPosition, EncodeStats, EpochOrder, ExampleEncoder,
+    TokenizedExample, collate, split_conversations,
+};
+use crate::error::{Result, TrainError};
+use crate::memory::{MemoryBreakdown, peak_rss};
+use crate::optim::{AdamW, GradientBuffer};
+use crate::step::{forward_backward, loss_inputs, sample_noise, trainable};
+use crate::validation::{ValidationMetrics, ValidationOptions, evaluate};
+
+/// Stream id of the training draws.
+const TRAIN_STREAM: u64 = 0x5452_4149; // "TRAI"
+
+/// How a run is driven (what the command line adds to the configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the run folder's latest checkpoint.
+    pub resume: bool,
+    /// Stop (after checkpointing) once this many steps are done, as if killed after a
+    /// checkpoint; the run can be resumed to its planned end.
+    pub stop_after: Option<usize>,
+    /// No progress output on stderr.
+    pub quiet: bool,
+}
+
+/// The model bundle a run trains on.
+pub struct LoadedModel {
+    /// The frozen base, on a device without autodiff.
+    pub base: CausalLm,
+    /// Its tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its chat template (or the configured file).
+    pub template: ChatTemplate,
+}
+
+/// The device named by `train.device`.
+///
+/// # Errors
+/// [`TrainError::Config`] for an unknown name.
+pub fn device_from_name(name: &str) -> Result<Device> {
+    match name {
+        "cpu" | "flex" => Ok(Device::flex()),
+        "default" => Ok(Device::default()),
+        other => Err(TrainError::config(
+            "train.device",
+            format!(
+                "unknown device {other:?}; use `cpu` or `default` (the first backend built in)"
+            ),
+        )),
+    }
+}
+
+/// The dtype named by `model.dtype`.
+pub fn dtype_from_name(name: &str) -> DType {
+    match name {
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        _ => DType::F32,
+    }
+}
+
+/// Loads the base model, tokenizer and chat template of a configuration.
+///
+/// # Errors
+/// [`TrainError::Model`] naming the path; [`TrainError::Config`] for a model without a chat
+/// template and no `data.template_file`.
+pub fn load_model(config: &TrainConfig, device: &Device) -> Result<LoadedModel> {
+    let path = PathBuf::from(&config.model.path);
+    let options = LoadOptions::new(device.clone(), dtype_from_name(&config.model.dtype));
+    let pretrained =
+        Pretrained::open(&config.model.path, &options).map_err(|e| TrainError::Model {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    let template = match &config.data.template_file {
+        Some(file) => ChatTemplate::from_jinja_file(file)?
+            .with_bos_token(pretrained.tokenizer.bos_token().map(|t| t.content.clone()))
+            .with_eos_token(pretrained.tokenizer.eos_token().map(|t| t.content.clone())),
+        None => pretrained.chat_template.clone().ok_or_else(|| {
+            TrainError::config(
+                "data.template_file",
+                format!(
+                    "`{}` has no chat template (a base model?): give one with data.template_file",
+                    path.display()
+                ),
+            )
+        })?,
+    };
+    Ok(LoadedModel {
+        base: pretrained.model,
+        tokenizer: pretrained.tokenizer,
+        template,
+    })
+}
+
+/// Encoded training and validation data.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// Training sequences.
+    pub train: Vec<TokenizedExample>,
+    /// Validation sequences.
+    pub validation: Vec<TokenizedExample>,
+    /// What encoding the training data kept and dropped.
+    pub train_stats: EncodeStats,
+    /// The same for validation.
+    pub validation_stats: EncodeStats,
+    /// The padding id.
+    pub pad_id: u32,
+}
+
+/// Reads, splits and encodes the data of a configuration.
+///
+/// # Errors
+/// Reading and encoding errors; [`TrainError::NoData`] when no training sequence is left.
+pub fn prepare_data(config: &TrainConfig, model: &LoadedModel) -> Result<PreparedData> {
+    let conversations = read_chat_files(&config.data.train)?;
+    let (train, valid): (Vec<Conversation>, Vec<Conversation>) =
+        match config.data.validation_fraction {
+            Some(f) => split_conversations(conversations, f, config.seed)?,
+            None => (conversations, read_chat_files(&config.data.validation)?),
+        };
+    let classes = ClassList::new(config.data.classes.clone())?;
+    let encoder = ExampleEncoder::new(
+        &model.tokenizer,
+        &model.template,
+        config.data.max_seq_len,
+        config.data.layout,
+    )
+    .with_classes(classes)
+    .with_template_name(config.data.template_name.clone());
+    let (train, train_stats) = encoder.encode_all(&train)?;
+    let (validation, validation_stats) = encoder.encode_all(&valid)?;
+    if train.is_empty() {
+        return Err(TrainError::NoData {
+            what: "the training data".into(),
+            reason: train_stats.to_string(),
+        });
+    }
+    let pad_id = model
+        .tokenizer
+        .pad_token()
+        .or(model.tokenizer.eos_token())
+        .map_or(0, |t| t.id);
+    Ok(PreparedData {
+        train,
+        validation,
+        train_stats,
+        validation_stats,
+        pad_id,
+    })
+}
+
+/// A hash of encoded examples (FNV-1a over ids, labels and classes).
+pub fn data_fingerprint(examples: &[TokenizedExample]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for e in examples {
+        eat(e.input_ids.len() as u64);
+        e.input_ids.iter().for_each(|&t| eat(u64::from(t)));
+        e.labels.iter().for_each(|&l| eat(l as u64));
+        eat(e.class_id.map_or(u64::MAX, |c| c as u64));
+    }
+    format!("{h:016x}")
+}
+
+/// The number of optimizer steps of a configuration over `examples` training sequences.
+pub fn total_steps(config: &TrainConfig, examples: usize) -> usize {
+    let t = &config.train;
+    t.steps.unwrap_or_else(|| {
+        let micro_batches = examples.div_ceil(t.micro_batch_size);
+        micro_batches.div_ceil(t.accumulation_steps).max(1) * t.epochs
+    })
+}
+
+/// One line of `metrics.jsonl` for a training step window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Steps completed.
+    pub step: usize,
+    /// Mean micro-batch loss over the window.
+    pub loss: f64,
+    /// The learning rate of the last step.
+    pub lr: f64,
+    /// The last step's gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Scored tokens per second over the window.
+    pub tokens_per_s: f64,
+    /// Seconds per optimizer step over the window.
+    pub s_per_step: f64,
+    /// Micro-batches skipped so far for a non-finite loss or gradient.
+    pub nonfinite: usize,
+    /// The epoch.
+    pub epoch: usize,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Steps completed.
+    pub steps: usize,
+    /// The planned total.
+    pub total_steps: usize,
+    /// The step the run started at (0 unless resumed).
+    pub start_step: usize,
+    /// The adapter written at the end (absent when stopped early).
+    pub adapter: Option<PathBuf>,
+    /// The metrics file.
+    pub metrics: PathBuf,
+    /// Every validation, by step.
+    pub validations: Vec<(usize, ValidationMetrics)>,
+    /// Every step record logged.
+    pub records: Vec<StepRecord>,
+    /// Mean seconds per optimizer step.
+    pub s_per_step: f64,
+    /// The peak resident set of the process, bytes.
+    pub peak_rss: Option<u64>,
+    /// Analytic memory of a micro-batch at the longest training sequence.
+    pub memory: MemoryBreakdown,
+    /// Trainable parameters.
+    pub trainable_params: usize,
+    /// What encoding kept and dropped.
+    pub train_stats: EncodeStats,
+    /// Micro-batches skipped for non-finite values.
+    pub nonfinite: usize,
+}
+
+/// Appends JSON lines to `metrics.jsonl`.
+struct Metrics {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Metrics {
+    fn open(path: PathBuf, append: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&path)
+            .map_err(|e| TrainError::io("open", &path, e))?;
+        Ok(Metrics { file, path })
+    }
+
+    fn write(&mut self, value: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}").map_err(|e| TrainError::io("write", &self.path, e))
+    }
+}
+
+/// Progress on stderr: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(total: usize, start: usize, quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_position(start as u64);
+            bar
+        });
+        Progress { bar, quiet }
+    }
+
+    fn step(&self, step: usize, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(step as u64);
+            bar.set_message(message.to_string());
+        }
+    }
+
+    fn line(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Trains as the configuration says; see the [module docs](self).
+///
+/// # Errors
+/// Configuration, model, data, checkpoint and diffusion-path errors;
+/// [`TrainError::NonFinite`].
+pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
+    config.validate()?;
+    let device = device_from_name(&config.train.device)?.without_autodiff();
+    let progress_quiet = options.quiet;
+    let model = load_model(config, &device)?;
+    let data = prepare_data(config, &model)?;
+    run(config, options, &model, &data, &device, progress_quiet)
+}
+
+/// [`train`] on an already loaded model and prepared data.
+///
+/// # Errors
+/// As [`train`].
+pub fn run(
+    config: &TrainConfig,
+    options: &RunOptions,
+    model: &LoadedModel,
+    data: &PreparedData,
+    device: &Device,
+    quiet: bool,
+) -> Result<TrainSummary> {
+    let out = &config.output.dir;
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    crate::checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
+    let base = &model.base;
+    let l2d = config.l2d_config()?;
+    let total = total_steps(config, data.train.len());
+    let fingerprint = data_fingerprint(&data.train);
+    let schedule = config.schedule_shape(total);
+    let mut adam = AdamW::new(config.optim.adamw());
+    let t = &config.train;
+    let accum = t.accumulation_steps;
+
+    let resume_from = if options.resume {
+        Some(
+            latest_checkpoint(out)?.ok_or_else(|| TrainError::Checkpoint {
+                path: out.join(crate::checkpoint::CHECKPOINTS),
+                reason: "--resume given but the run folder has no checkpoint".into(),
+            })?,
+        )
+    } else {
+        None
+    };
+    let progress_total = total;
+    let (path, mut step, mut position, mut nonfinite) = match &resume_from {
+        Some(dir) => {
+            let ckpt = load_checkpoint(dir, base, adam)?;
+            check_resume(dir, &ckpt.state, config, &fingerprint, total)?;
+            adam = ckpt.adam;
+            let s = ckpt.state;
+            (ckpt.path, s.step, s.position, s.nonfinite)
+        }
+        None => {
+            let path = match &config.model.init_adapter {
+                Some(file) => DiffusionPath::load(file, base, &AdapterLoadOptions::default())?,
+                None => DiffusionPath::init(&l2d, base, config.seed)?,
+            };
+            (path, 0, DataPosition::default(), 0)
+        }
+    };
+    let mut path = trainable(path, device);
+    let start_step = step;
+    let trainable_params = path.num_params();
+    let mut metrics = Metrics::open(out.join("metrics.jsonl"), resume_from.is_some())?;
+    let progress = Progress::new(progress_total, step, quiet);
+    let longest = data
+        .train
+        .iter()
+        .map(TokenizedExample::len)
+        .max()
+        .unwrap_or(0);
+    let memory = MemoryBreakdown::estimate(base, &path, t.micro_batch_size, longest);
+    progress.line(&format!(
+        "l2d train: {} training sequences ({}), {} validation; {} steps of {} x {} sequences; \
+         {} trainable parameters",
+        data.train.len(),
+        data.train_stats,
+        data.validation.len(),
+        total,
+        accum,
+        t.micro_batch_size,
+        trainable_params
+    ));
+    metrics.write(json!({
+        "kind": "start",
+        "step": step,
+        "total_steps": total,
+        "train_sequences": data.train.len(),
+        "validation_sequences": data.validation.len(),
+        "train_data": data.train_stats,
+        "validation_data": data.validation_stats,
+        "trainable_params": trainable_params,
+        "resumed_from": resume_from.as_ref().map(|p| p.display().to_string()),
+    }))?;
+
+    let mut order = EpochOrder::new(data.train.len(), config.seed, config.data.shuffle);
+    let mut buffer = GradientBuffer::new();
+    let valid_options = ValidationOptions {
+        batch_size: config.validation.batch_size,
+        max_batches: config.validation.max_batches,
+        t_bins: config.validation.t_bins,
+        nstep_grid_points: config.validation.nstep_grid_points,
+        nstep_batches: config.validation.nstep_batches,
+        seed: config.seed,
+        pad_id: data.pad_id,
+    };
+    let mut validations = Vec::new();
+    let mut records = Vec::new();
+    let (mut window_loss, mut window_n, mut window_tokens) = (0.0, 0usize, 0usize);
+    let mut window_start = Instant::now();
+    let mut window_steps = 0usize;
+    let run_start = Instant::now();
+    let stop_at = options.stop_after.map_or(total, |s| s.min(total));
+
+    let validate = |path: &DiffusionPath| -> Result<Option<ValidationMetrics>> {
+        if data.validation.is_empty() {
+            return Ok(None);
+        }
+        let inner = path.clone().valid();
+        evaluate(&inner, base, &data.validation, &valid_options, device).map(Some)
+    };
+    if step == 0
+        && let Some(v) = validate(&path)?
+    {
+        progress.line(&valid_line(0, &v));
+        metrics.write(json!({"kind": "validation", "step": 0, "metrics": v}))?;
+        validations.push((0, v));
+    }
+
+    while step < stop_at {
+        let lr = schedule.lr(step);
+        for micro in 0..accum {
+            let indices = order.next_batch(&mut position, t.micro_batch_size);
+            let refs: Vec<&TokenizedExample> = indices.iter().map(|&i| &data.train[i]).collect();
+            let batch = collate(&refs, data.pad_id, device);
+            let mut rng = HostRng::new(config.seed)
+                .derive(TRAIN_STREAM)
+                .derive((step * accum + micro) as u64);
+            let noise = sample_noise(&path, &batch, &mut rng, device);
+            let outcome =
+                forward_backward(&path, base, loss_inputs(&batch, noise), 1.0 / accum as f64)?;
+            match outcome.grads {
+                Some(grads) => {
+                    buffer.accumulate(&path, &grads, 1.0);
+                    window_loss += outcome.loss;
+                    window_n += 1;
+                    window_tokens += outcome.scored;
+                }
+                None if outcome.scored == 0 => {}
+                None => {
+                    nonfinite += 1;
+                    progress.line(&format!(
+                        "step {}: micro-batch {micro} has a non-finite loss ({}); skipped",
+                        step + 1,
+                        outcome.loss
+                    ));
+                }
+            }
+            if nonfinite > t.max_nonfinite {
+                return Err(TrainError::NonFinite {
+                    step: step + 1,
+                    count: nonfinite,
+                    limit: t.max_nonfinite,
+                });
+            }
+        }
+        let mut grad_norm = f64::NAN;
+        if !buffer.is_empty() {
+            grad_norm = buffer.clip_global_norm(config.optim.max_grad_norm);
+            if grad_norm.is_finite() {
+                path = adam.step(path, lr, &mut buffer);
+            } else {
+                nonfinite += 1;
+                progress.line(&format!(
+                    "step {}: non-finite gradient norm; update skipped",
+                    step + 1
+                ));
+                if nonfinite > t.max_nonfinite {
+                    return Err(TrainError::NonFinite {
+                        step: step + 1,
+                        count: nonfinite,
+                        limit: t.max_nonfinite,
+                    });
+                }
+            }
+        }
+        buffer.clear();
+        step += 1;
+        window_steps += 1;
+
+        let log_now = step % t.log_every.max(1) == 0 || step == stop_at;
+        if log_now {
+            let elapsed = window_start.elapsed().as_secs_f64();
+            let record = StepRecord {
+                step,
+                loss: if window_n > 0 {
+                    window_loss / window_n as f64
+                } else {
+                    f64::NAN
+                },
+                lr,
+                grad_norm,
+                tokens_per_s: window_tokens as f64 / elapsed.max(1e-9),
+                s_per_step: elapsed / window_steps.max(1) as f64,
+                nonfinite,
+                epoch: position.epoch,
+            };
+            let message = format!(
+                "step {step}/{total} loss {:.4} lr {:.3e} |g| {:.3} {:.2} s/step",
+                record.loss, record.lr, record.grad_norm, record.s_per_step
+            );
+            progress.step(step, &message);
+            if progress.bar.is_none() {
+                progress.line(&message);
+            }
+            let mut line = serde_json::to_value(&record).unwrap_or_default();
+            line["kind"] = json!("train");
+            metrics.write(line)?;
+            records.push(record);
+            (window_loss, window_n, window_tokens, window_steps) = (0.0, 0, 0, 0);
+            window_start = Instant::now();
+        }
+        let every = config.validation.every;
+        if ((every > 0 && step % every == 0) || step == total)
+            && let Some(v) = validate(&path)?
+        {
+            progress.line(&valid_line(step, &v));
+            metrics.write(json!({"kind": "validation", "step": step, "metrics": v}))?;
+            validations.push((step, v));
+        }
+        let ck = config.output.checkpoint_every;
+        if (ck > 0 && step % ck == 0) || step == total || step == stop_at {
+            let state = TrainState {
+                version: 1,
+                step,
+                total_steps: total,
+                position,
+                nonfinite,
+                seed: config.seed,
+                data_fingerprint: fingerprint.clone(),
+                micro_batch_size: t.micro_batch_size,
+                accumulation_steps: accum,
+            };
+            let dir = save_checkpoint(out, &path, base, &adam, &state, config.output.keep_last)?;
+            metrics.write(json!({"kind": "checkpoint", "step": step, "dir": dir}))?;
+        }
+    }
+    progress.finish();
+    let adapter = if step == total {
+        let file = out.join("adapter.safetensors");
+        path.save(&file, base)?;
+        progress.line(&format!("adapter written to {}", file.display()));
+        Some(file)
+    } else {
+        None
+    };
+    let steps_run = step - start_step;
+    let summary = TrainSummary {
+        steps: step,
+        total_steps: total,
+        start_step,
+        adapter,
+        metrics: out.join("metrics.jsonl"),
+        validations,
+        records,
+        s_per_step: run_start.elapsed().as_secs_f64() / steps_run.max(1) as f64,
+        peak_rss: peak_rss(),
+        memory,
+        trainable_params,
+        train_stats: data.train_stats.clone(),
+        nonfinite,
+    };
+    metrics.write(json!({
+        "kind": "end",
+        "step": step,
+        "s_per_step": summary.s_per_step,
+        "peak_rss_bytes": summary.peak_rss,
+        "memory_estimate_bytes": summary.memory,
+    }))?;
+    Ok(summary)
+}
+
+fn valid_line(step: usize, v: &ValidationMetrics) -> String {
+    let acc = match (v.nstep_accuracy, v.base_accuracy) {
+        (Some(n), Some(b)) => format!(" n-step acc {n:.4} (base {b:.4})"),
+        _ => String::new(),
+    };
+    format!(
+        "validation at step {step}: loss {:.4} over {} tokens{acc}",
+        v.loss, v.tokens
+    )
+}
+
+/// Refuses to resume a run on other data, another seed or other batching.
+fn check_resume(
+    dir: &Path,
+    state: &TrainState,
+    config: &TrainConfig,
+    fingerprint: &str,
+    total: usize,
+) -> Result<()> {
+    let mismatch = |what: &str, saved: String, now: String| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        reason: format!(
+            "cannot resume: {what} is {now} but the checkpoint was made with {saved}; resuming \
+             would not continue the same run"
+        ),
+    };
+    if state.seed != config.seed {
+        return Err(mismatch(
+            "the seed",
+            state.seed.to_string(),
+            config.seed.to_string(),
+        ));
+    }
+    if state.data_fingerprint != fingerprint {
+        return Err(mismatch(
+            "the encoded training data (fingerprint)",
+            state.data_fingerprint.clone(),
+            fingerprint.to_string(),
+        ));
+    }
+    if state.micro_batch_size != config.train.micro_batch_size
+        || state.accumulation_steps != config.train.accumulation_steps
+    {
+        return Err(mismatch(
+            "the batching (micro_batch_size x accumulation_steps)",
+            format!("{} x {}", state.micro_batch_size, state.accumulation_steps),
+            format!(
+                "{} x {}",
+                config.train.micro_batch_size, config.train.accumulation_steps
+            ),
+        ));
+    }
+    if state.total_steps != total {
+        return Err(mismatch(
+            "the planned number of steps (it sets the learning-rate schedule)",
+            state.total_steps.to_string(),
+            total.to_string(),
+        ));
+    }
+    if state.step > total {
+        return Err(mismatch(
+            "the planned number of steps",
+            state.step.to_string(),
+            total.to_string(),
+        ));
+    }
+    Ok(())
+}

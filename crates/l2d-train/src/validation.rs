@@ -1,0 +1,219 @@
+//! Validation: the training loss on held-out data (also per bin of `t`), and n-step accuracy
+//! (greedy next-token accuracy after integrating the diffusion ODE from noise with the
+//! midpoint method, as the reference's `compute_nstep_loss`), next to the frozen model's own
+//! greedy accuracy.
+//!
+//! Every draw is keyed by the seed and the batch index, so successive evaluations of a run see
+//! the same timesteps and noise and their differences come from the weights alone.
+
+use burn::tensor::{Device, Tensor};
+use l2d_core::HostRng;
+use l2d_models::decoder::{CausalLm, ForwardOptions};
+use l2d_models::diffusion::{
+    DiffusionPath, FlowContext, FlowVelocityField, reference_temperature_offset,
+};
+use l2d_solvers::{Method, Solver, linspace};
+use serde::{Deserialize, Serialize};
+
+use crate::data::encode::IGNORE_INDEX;
+use crate::data::{Batch, TokenizedExample, collate};
+use crate::error::Result;
+use crate::step::{forward_backward, loss_inputs, sample_noise};
+
+/// Stream ids separating validation draws from training draws.
+const VALID_STREAM: u64 = 0x5641_4c49; // "VALI"
+const NSTEP_STREAM: u64 = 0x4e53_5450; // "NSTP"
+
+/// Validation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationOptions {
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// Batches evaluated (0: all).
+    pub max_batches: usize,
+    /// Bins of `t` for the per-time loss (0: none).
+    pub t_bins: usize,
+    /// Grid points of the midpoint solve (0: no n-step accuracy).
+    pub nstep_grid_points: usize,
+    /// Batches for n-step accuracy (0: as many as for the loss).
+    pub nstep_batches: usize,
+    /// The run seed.
+    pub seed: u64,
+    /// The padding id.
+    pub pad_id: u32,
+}
+
+/// One evaluation's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationMetrics {
+    /// Mean cross-entropy over scored tokens (each at its own random `t`).
+    pub loss: f64,
+    /// Scored tokens.
+    pub tokens: usize,
+    /// Mean loss of the tokens whose `t` falls in bin `i` of `[0, 1)` (`None`: empty bin).
+    pub loss_by_t: Vec<Option<f64>>,
+    /// Greedy next-token accuracy after the n-step solve, if computed.
+    pub nstep_accuracy: Option<f64>,
+    /// The frozen model's greedy next-token accuracy on the same tokens.
+    pub base_accuracy: Option<f64>,
+    /// Tokens the accuracies are measured on.
+    pub accuracy_tokens: usize,
+}
+
+/// Sums of loss per `t` bin.
+#[derive(Debug, Clone, Default)]
+pub struct BinnedLoss {
+    sums: Vec<f64>,
+    counts: Vec<usize>,
+}
+
+impl BinnedLoss {
+    /// `bins` equal bins over `[0, 1]`.
+    pub fn new(bins: usize) -> Self {
+        BinnedLoss {
+            sums: vec![0.0; bins],
+            counts: vec![0; bins],
+        }
+    }
+
+    /// Adds `(t, loss)` pairs.
+    pub fn add(&mut self, pairs: &[(f32, f32)]) {
+        let n = self.sums.len();
+        if n == 0 {
+            return;
+        }
+        for &(t, l) in pairs {
+            let i = ((f64::from(t) * n as f64) as usize).min(n - 1);
+            self.sums[i] += f64::from(l);
+            self.counts[i] += 1;
+        }
+    }
+
+    /// The mean per bin.
+    pub fn means(&self) -> Vec<Option<f64>> {
+        self.sums
+            .iter()
+            .zip(&self.counts)
+            .map(|(s, &c)| (c > 0).then(|| s / c as f64))
+            .collect()
+    }
+}
+
+/// Greedy accuracy of `logits` against shifted labels, on scored positions: `(correct, n)`.
+fn accuracy(logits: Tensor<3>, batch: &Batch) -> (usize, usize) {
+    let pred: Vec<i64> = logits
+        .argmax(2)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default();
+    let mut correct = 0;
+    let mut n = 0;
+    for (p, &l) in pred.iter().zip(&batch.host_labels) {
+        if l != IGNORE_INDEX {
+            n += 1;
+            correct += usize::from(*p == l);
+        }
+    }
+    (correct, n)
+}
+
+/// Evaluates `path` (on a device without autodiff) against `base` on `examples`.
+///
+/// # Errors
+/// Diffusion-path and solver failures.
+pub fn evaluate(
+    path: &DiffusionPath,
+    base: &CausalLm,
+    examples: &[TokenizedExample],
+    options: &ValidationOptions,
+    device: &Device,
+) -> Result<ValidationMetrics> {
+    let mut total = 0.0;
+    let mut tokens = 0usize;
+    let mut bins = BinnedLoss::new(options.t_bins);
+    let (mut nstep_correct, mut base_correct, mut acc_tokens) = (0usize, 0usize, 0usize);
+    let batches: Vec<&[TokenizedExample]> = examples.chunks(options.batch_size.max(1)).collect();
+    let limit = if options.max_batches == 0 {
+        batches.len()
+    } else {
+        options.max_batches.min(batches.len())
+    };
+    let nstep_limit = if options.nstep_batches == 0 {
+        limit
+    } else {
+        options.nstep_batches.min(limit)
+    };
+    let table = (options.nstep_grid_points >= 2).then(|| path.vocabulary_table(base));
+    for (i, chunk) in batches.into_iter().take(limit).enumerate() {
+        let refs: Vec<&TokenizedExample> = chunk.iter().collect();
+        let batch = collate(&refs, options.pad_id, device);
+        let mut rng = HostRng::new(options.seed)
+            .derive(VALID_STREAM)
+            .derive(i as u64);
+        let noise = sample_noise(path, &batch, &mut rng, device);
+        let out = forward_backward(path, base, loss_inputs(&batch, noise), 1.0)?;
+        if out.scored > 0 {
+            total += out.loss * out.scored as f64;
+            tokens += out.scored;
+        }
+        bins.add(&out.token_losses);
+        if let (Some(table), true) = (&table, i < nstep_limit) {
+            let (c, b, n) = nstep_accuracy(path, base, &batch, table.clone(), options, i)?;
+            nstep_correct += c;
+            base_correct += b;
+            acc_tokens += n;
+        }
+    }
+    let rate = |c: usize| (acc_tokens > 0).then(|| c as f64 / acc_tokens as f64);
+    Ok(ValidationMetrics {
+        loss: if tokens > 0 {
+            total / tokens as f64
+        } else {
+            f64::NAN
+        },
+        tokens,
+        loss_by_t: bins.means(),
+        nstep_accuracy: rate(nstep_correct),
+        base_accuracy: rate(base_correct),
+        accuracy_tokens: acc_tokens,
+    })
+}
+
+/// `(n-step correct, base correct, scored)` on one batch: every position's flow state starts
+/// at `σ·ε`, is integrated with the midpoint method over `nstep_grid_points` uniform times
+/// on `[0, 1]` against the batch's cached frozen pass, and the logits at `t = 1` of the final
+/// state are compared with the labels.
+fn nstep_accuracy(
+    path: &DiffusionPath,
+    base: &CausalLm,
+    batch: &Batch,
+    table: Tensor<2>,
+    options: &ValidationOptions,
+    index: usize,
+) -> Result<(usize, usize, usize)> {
+    let options_fwd = ForwardOptions {
+        attention_mask: Some(batch.attention_mask.clone()),
+        position_ids: None,
+    };
+    let frozen = base.frozen_forward(batch.input_ids.clone(), &options_fwd);
+    let base_logits = base.logits(frozen.hidden.clone());
+    let (base_correct, _) = accuracy(base_logits, batch);
+    let context = FlowContext::from_frozen(&frozen);
+    let [b, s] = batch.dims();
+    let mut rng = HostRng::new(options.seed)
+        .derive(NSTEP_STREAM)
+        .derive(index as u64);
+    let device = batch.input_ids.device();
+    let x0 = rng
+        .normal([b, s, path.flow_dim()], &device)
+        .mul_scalar(path.config().noise_rescaling);
+    let times = linspace(0.0, 1.0, options.nstep_grid_points);
+    let mut field = FlowVelocityField::new(path, base, context, table)?
+        .with_rng(rng.fork())
+        .with_temperature_offset(reference_temperature_offset(Method::Midpoint, &times));
+    let (x1, _) = field.solve(&Solver::new(Method::Midpoint), x0, &times)?;
+    let logits = field.logits(1.0, &x1)?;
+    let (correct, n) = accuracy(logits, batch);
+    Ok((correct, base_correct, n))
+}

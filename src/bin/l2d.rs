@@ -1,0 +1,91 @@
+//! The `l2d` command line. Each subcommand's arguments and logic live in the library crate
+//! that owns it; this file only parses and dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// L2D: diffusion finetuning of language models (Cetin, Zhao, Tang, ICML 2025).
+#[derive(Debug, Parser)]
+#[command(name = "l2d", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train the diffusion path of a model on chat data.
+    Train(l2d::train::TrainArgs),
+    /// Inspect chat data.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Show how chat files are tokenised and which tokens carry loss.
+    Inspect(l2d::train::DataInspectArgs),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => {
+            l2d::train::run_train(&args)?;
+        }
+        Command::Data {
+            command: DataCommand::Inspect(args),
+        } => l2d::train::run_data_inspect(&args, &mut std::io::stdout().lock())?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_dispatches() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "l2d",
+            "train",
+            "--model",
+            "m.gguf",
+            "--train",
+            "a.jsonl,b.jsonl",
+            "--steps",
+            "3",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Train(args) => {
+                assert_eq!(args.train.len(), 2);
+                assert_eq!(args.steps, Some(3));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["l2d", "data", "inspect", "x.jsonl", "--model", "m"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Data {
+                command: DataCommand::Inspect(_)
+            }
+        ));
+        assert!(Cli::try_parse_from(["l2d", "train", "--bogus"]).is_err());
+    }
+}

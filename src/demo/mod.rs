@@ -1,0 +1,128 @@
+//! The embedded demo: a tiny Llama trained from scratch on multi-digit addition, frozen,
+//! then finetuned (plain LoRA now; the L2D diffusion path next), with greedy exact-match
+//! evaluation on held-out problems. No download, a few minutes on 2 CPU cores.
+//!
+//! The set-up follows what the authors' code was measured on at toy scale
+//! (`docs/toy-scale-reference.md` in the project notes): 6-digit addition, hidden 48, 2
+//! layers, 4 heads, 2 key/value heads, intermediate 96, untied head; base AdamW lr 3e-3, weight
+//! decay 0.01, batch 128, 400 steps; finetuning AdamW lr 1e-3, β (0.9, 0.95), 3000 steps.
+//!
+//! - [`task`]: the problems, the tokenizer, the held-out split and batches.
+//! - [`pretrain`]: full-parameter training of the base model.
+//! - [`evaluate`]: greedy decoding of the answers and exact match.
+//! - [`lora`]: the plain-LoRA baseline and the parameter-count formulas.
+
+pub mod evaluate;
+pub mod lora;
+pub mod pretrain;
+pub mod task;
+
+use l2d_models::config::{ConfigError, ModelConfig};
+use serde::{Deserialize, Serialize};
+
+pub use evaluate::{EvalResult, greedy_answers, greedy_exact_match};
+pub use lora::{LoraBaseline, LoraConfig, train_lora};
+pub use pretrain::{PretrainConfig, Pretrained, pretrain};
+pub use task::{AdditionTask, DigitTokenizer, Problem};
+
+/// Errors of the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A configuration field is out of range.
+    #[error("invalid demo config field `{field}`: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Text or ids outside the task's 13-token vocabulary.
+    #[error("not in the addition vocabulary: {what}")]
+    Tokenize {
+        /// The offending character or id and where it is.
+        what: String,
+    },
+    /// The model configuration was rejected.
+    #[error(transparent)]
+    Model(#[from] ConfigError),
+    /// The training loss became NaN or infinite.
+    #[error("{phase}: non-finite loss {loss} at step {step}")]
+    NonFiniteLoss {
+        /// `pretrain` or `lora`.
+        phase: &'static str,
+        /// The step.
+        step: usize,
+        /// The loss.
+        loss: f32,
+    },
+}
+
+impl DemoError {
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        DemoError::InvalidConfig {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The tiny Llama's shape. The default is the toy reference's demo candidate: hidden 48,
+/// 2 layers, 4 heads, 2 key/value heads, intermediate 96, untied head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TinyLlama {
+    /// Hidden size.
+    pub hidden: usize,
+    /// Number of decoder layers.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// MLP intermediate size.
+    pub intermediate: usize,
+}
+
+impl Default for TinyLlama {
+    fn default() -> Self {
+        Self {
+            hidden: 48,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            intermediate: 96,
+        }
+    }
+}
+
+impl TinyLlama {
+    /// The Hugging Face `config.json` of this model for a vocabulary of `vocab_size` tokens
+    /// (transformers' `LlamaConfig` defaults otherwise: RMSNorm ε 1e-6, RoPE θ 10000).
+    pub fn config_json(&self, vocab_size: usize) -> serde_json::Value {
+        serde_json::json!({
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": 128,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0,
+            "hidden_act": "silu",
+            "tie_word_embeddings": false,
+            "bos_token_id": task::DigitTokenizer::BOS,
+        })
+    }
+
+    /// The validated [`ModelConfig`] for the task's vocabulary.
+    ///
+    /// # Errors
+    /// [`DemoError::Model`] when the shape is inconsistent (e.g. heads not dividing hidden).
+    pub fn model_config(&self) -> Result<ModelConfig, DemoError> {
+        Ok(ModelConfig::from_value(
+            &self.config_json(task::VOCAB_SIZE),
+        )?)
+    }
+}

@@ -1,0 +1,353 @@
+//! `l2d eval`: the sweep itself, as library functions and the command's clap arguments.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use burn::tensor::{DType, Device};
+use l2d_models::chat_template::ChatMessage;
+use l2d_models::generation::{Flow, GenerationConfig, TokenStep};
+use l2d_models::pretrained::{LoadOptions, Pretrained};
+use l2d_models::sampling::SamplingConfig;
+
+use super::EvalError;
+use super::extract::Extraction;
+use super::report::{EvalReport, ItemResult, SettingResult};
+use super::setting::Setting;
+use super::task_file::{TaskItem, load_tasks};
+
+/// Arguments of `l2d eval`: a steps-vs-accuracy sweep of a model (and diffusion adapter) on a
+/// local JSONL task file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// The model: a Hugging Face folder, an `org/name` of the local cache, or a GGUF file.
+    #[arg(long)]
+    pub model: String,
+    /// A trained diffusion adapter (needed by every setting but `base`).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// The JSONL task file: one `{"prompt": ..., "answer": ...}` per line.
+    #[arg(long)]
+    pub tasks: PathBuf,
+    /// Answer extraction: `exact`, `number` or `choice[:N]` (letters A.., default 4).
+    #[arg(long, default_value = "number", value_parser = parse_extraction)]
+    pub extract: Extraction,
+    /// Settings to sweep, comma-separated: `base`, `N[:SOLVER]` (fixed steps),
+    /// `adaptive[:SOLVER][:rtol=X][:atol=Y][:max-nfe=N]`.
+    #[arg(long, value_delimiter = ',', default_value = "base", value_parser = parse_setting)]
+    pub settings: Vec<Setting>,
+    /// Feed prompts as raw text instead of through the model's chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// A system message placed before each prompt (chat template only).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Extra stop strings.
+    #[arg(long = "stop")]
+    pub stops: Vec<String>,
+    /// Only the first N items.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Prompts per generation batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Seed of the diffusion noise and of sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Device: `cpu` (`flex`), or `vulkan` / `wgpu` / `cuda` when built with that feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Weights' dtype: `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "eval-report.json")]
+    pub report: PathBuf,
+    /// Where to write the SVG plot.
+    #[arg(long, default_value = "eval-plot.svg")]
+    pub plot: PathBuf,
+}
+
+fn parse_extraction(s: &str) -> Result<Extraction, String> {
+    s.parse()
+}
+
+fn parse_setting(s: &str) -> Result<Setting, String> {
+    s.parse()
+}
+
+/// The device named `name`: `cpu` / `flex`, and `vulkan`, `wgpu`, `cuda` when compiled in.
+///
+/// # Errors
+/// [`EvalError::Invalid`] naming the field `device` for an unknown or not-compiled backend.
+pub fn parse_device(name: &str) -> Result<Device, EvalError> {
+    match name {
+        "cpu" | "flex" => Ok(Device::flex()),
+        #[cfg(feature = "vulkan")]
+        "vulkan" => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        other => Err(EvalError::invalid(
+            "device",
+            format!(
+                "{other:?} is not available in this build (cpu{}{}{})",
+                if cfg!(feature = "vulkan") {
+                    ", vulkan"
+                } else {
+                    ""
+                },
+                if cfg!(feature = "wgpu") { ", wgpu" } else { "" },
+                if cfg!(feature = "cuda") { ", cuda" } else { "" },
+            ),
+        )),
+    }
+}
+
+/// The dtype named `name` (`f32`, `bf16`, `f16`).
+///
+/// # Errors
+/// [`EvalError::Invalid`] naming the field `dtype`.
+pub fn parse_dtype(name: &str) -> Result<DType, EvalError> {
+    match name {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => Err(EvalError::invalid(
+            "dtype",
+            format!("{other:?}; expected f32, bf16 or f16"),
+        )),
+    }
+}
+
+/// The token prompts of `items`: through the model's chat template (one user message,
+/// after `system` if given) unless `raw`, else the plain text encoded as the tokenizer does.
+///
+/// # Errors
+/// [`EvalError::Model`] for a model without a chat template (use raw mode) or an encoding
+/// failure.
+pub fn prepare_prompts(
+    model: &Pretrained,
+    items: &[TaskItem],
+    raw: bool,
+    system: Option<&str>,
+) -> Result<Vec<Vec<u32>>, EvalError> {
+    items
+        .iter()
+        .map(|item| {
+            if raw {
+                return Ok(model.encode(&item.prompt)?);
+            }
+            let mut messages = Vec::with_capacity(2);
+            if let Some(s) = system {
+                messages.push(ChatMessage::system(s));
+            }
+            messages.push(ChatMessage::user(item.prompt.clone()));
+            Ok(model.chat_prompt(&messages)?)
+        })
+        .collect()
+}
+
+/// Evaluates one setting whose per-token step is `step`: generates every answer in batches
+/// of `batch_size`, extracts and scores them. `mean_nfe_per_token` is left at 0: a diffusion
+/// caller fills it from its step's statistics.
+///
+/// # Errors
+/// [`EvalError::Generation`] when generation fails.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with_step<S: TokenStep + ?Sized>(
+    model: &Pretrained,
+    step: &mut S,
+    setting: Setting,
+    prompts: &[Vec<u32>],
+    items: &[TaskItem],
+    extraction: Extraction,
+    generation: &GenerationConfig,
+    batch_size: usize,
+) -> Result<SettingResult, EvalError> {
+    let start = Instant::now();
+    let mut results = Vec::with_capacity(items.len());
+    let mut generated = 0;
+    for (chunk_index, chunk) in prompts.chunks(batch_size.max(1)).enumerate() {
+        let out = model
+            .generate_with(step, chunk, generation, |_| Flow::Continue)
+            .map_err(|e| EvalError::Generation(Box::new(e)))?;
+        for (j, seq) in out.sequences.into_iter().enumerate() {
+            let index = chunk_index * batch_size.max(1) + j;
+            let item = &items[index];
+            generated += seq.tokens.len();
+            results.push(ItemResult {
+                index,
+                extracted: extraction.extract(&seq.text),
+                correct: extraction.is_correct(&seq.text, &item.answer),
+                expected: item.answer.clone(),
+                tokens: seq.tokens.len(),
+                output: seq.text,
+            });
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let total = results.len();
+    let correct = results.iter().filter(|r| r.correct).count();
+    Ok(SettingResult {
+        setting,
+        label: setting.to_string(),
+        correct,
+        total,
+        accuracy: if total == 0 {
+            0.0
+        } else {
+            correct as f64 / total as f64
+        },
+        mean_nfe_per_token: 0.0,
+        generated_tokens: generated,
+        seconds_per_answer: if total == 0 {
+            0.0
+        } else {
+            seconds / total as f64
+        },
+        tokens_per_second: if seconds > 0.0 {
+            generated as f64 / seconds
+        } else {
+            0.0
+        },
+        items: results,
+    })
+}
+
+/// Evaluates one setting of the sweep on a loaded model.
+///
+/// # Errors
+/// [`EvalError::DiffusionUnavailable`] for a diffusion setting (diffusion generation is not
+/// wired into `l2d eval` yet); otherwise as [`evaluate_with_step`].
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_setting(
+    model: &Pretrained,
+    setting: Setting,
+    prompts: &[Vec<u32>],
+    items: &[TaskItem],
+    extraction: Extraction,
+    generation: &GenerationConfig,
+    batch_size: usize,
+) -> Result<SettingResult, EvalError> {
+    match setting {
+        Setting::Base => evaluate_with_step(
+            model,
+            &mut model.base_step(),
+            setting,
+            prompts,
+            items,
+            extraction,
+            generation,
+            batch_size,
+        ),
+        Setting::Fixed { .. } | Setting::Adaptive { .. } => Err(EvalError::DiffusionUnavailable {
+            setting: setting.to_string(),
+        }),
+    }
+}
+
+/// The commit of the working directory's git repository, if any.
+pub fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !s.is_empty()).then_some(s)
+}
+
+/// Runs `l2d eval`: checks the settings, loads the tasks and the model, evaluates every
+/// setting (reporting progress lines through `progress`), writes the JSON report and the
+/// plot, and returns the report.
+///
+/// # Errors
+/// [`EvalError`] for bad arguments, unreadable files, a model that fails to load, a
+/// diffusion setting or adapter (not available yet), or a generation failure.
+pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalReport, EvalError> {
+    if args.settings.is_empty() {
+        return Err(EvalError::invalid("settings", "no setting given"));
+    }
+    if args.batch_size == 0 {
+        return Err(EvalError::invalid("batch_size", "must be at least 1"));
+    }
+    if let Some(adapter) = &args.adapter {
+        return Err(EvalError::DiffusionUnavailable {
+            setting: format!("adapter `{}`", adapter.display()),
+        });
+    }
+    if let Some(s) = args.settings.iter().find(|s| s.is_diffusion()) {
+        return Err(EvalError::DiffusionUnavailable {
+            setting: s.to_string(),
+        });
+    }
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let mut items = load_tasks(&args.tasks, args.extract)?;
+    if let Some(n) = args.limit {
+        items.truncate(n);
+    }
+    progress(&format!(
+        "{} items from {}",
+        items.len(),
+        args.tasks.display()
+    ));
+    let model = Pretrained::open(&args.model, &LoadOptions::new(device, dtype))?;
+    let prompts = prepare_prompts(&model, &items, args.raw, args.system.as_deref())?;
+    let mut generation = GenerationConfig {
+        sampling: SamplingConfig {
+            seed: args.seed,
+            ..SamplingConfig::greedy()
+        },
+        ..GenerationConfig::greedy(args.max_new_tokens)
+    };
+    for s in &args.stops {
+        generation.stops.add_string(s.clone());
+    }
+    let mut settings = Vec::with_capacity(args.settings.len());
+    for &setting in &args.settings {
+        let r = evaluate_setting(
+            &model,
+            setting,
+            &prompts,
+            &items,
+            args.extract,
+            &generation,
+            args.batch_size,
+        )?;
+        progress(&format!(
+            "{}: accuracy {:.3} ({}/{}), {:.3} s per answer",
+            r.label, r.accuracy, r.correct, r.total, r.seconds_per_answer
+        ));
+        settings.push(r);
+    }
+    let report = EvalReport {
+        model: args.model.clone(),
+        adapter: args.adapter.as_ref().map(|p| p.display().to_string()),
+        tasks: args.tasks.display().to_string(),
+        num_items: items.len(),
+        extraction: args.extract.to_string(),
+        chat_template: !args.raw,
+        max_new_tokens: args.max_new_tokens,
+        seed: args.seed,
+        device: args.device.clone(),
+        dtype: args.dtype.clone(),
+        git_commit: git_commit(),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        settings,
+    };
+    report.write_json(&args.report)?;
+    report
+        .plot()
+        .write(&args.plot)
+        .map_err(|source| EvalError::Io {
+            path: args.plot.clone(),
+            source,
+        })?;
+    Ok(report)
+}

@@ -1,0 +1,356 @@
+//! The sweep end to end on the tiny GGUF fixture: scoring through generation with a scripted
+//! step, the base setting against direct generation, the report and plot files, and the
+//! typed "not available yet" error of diffusion settings.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use l2d::eval::report::EvalReport;
+use l2d::eval::run::{EvalArgs, evaluate_setting, evaluate_with_step, prepare_prompts, run_eval};
+use l2d::eval::setting::Setting;
+use l2d::eval::task_file::TaskItem;
+use l2d::eval::{EvalError, Extraction};
+use l2d_models::decoder::{ForwardOptions, KvCache};
+use l2d_models::generation::{Flow, GenerationConfig, GenerationError, TokenStep};
+use l2d_models::pretrained::{LoadOptions, Pretrained};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tiny_gguf() -> PathBuf {
+    root().join("fixtures/gguf/tiny-llama.gguf")
+}
+
+fn tiny() -> Pretrained {
+    Pretrained::open(tiny_gguf().to_str().unwrap(), &LoadOptions::default()).unwrap()
+}
+
+/// Emits a fixed token script per batch row (row `r` uses `scripts[r % len]`), then EOS.
+struct Scripted {
+    scripts: Vec<Vec<u32>>,
+    eos: u32,
+    vocab: usize,
+    position: usize,
+}
+
+impl TokenStep for Scripted {
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    fn device(&self) -> Device {
+        Device::flex()
+    }
+
+    fn next_logits(
+        &mut self,
+        input_ids: Tensor<2, Int>,
+        cache: &mut KvCache,
+        _options: &ForwardOptions,
+    ) -> Result<Tensor<2>, GenerationError> {
+        let [batch, seq] = input_ids.dims();
+        if cache.is_empty() {
+            self.position = 0;
+        }
+        // Keep the cache's length in step with the sequence, as a model would.
+        let kv = Tensor::<4>::zeros([batch, 1, seq, 1], &Device::flex());
+        cache.append(0, kv.clone(), kv);
+        let mut logits = vec![0f32; batch * self.vocab];
+        for r in 0..batch {
+            let script = &self.scripts[r % self.scripts.len()];
+            let id = script.get(self.position).copied().unwrap_or(self.eos);
+            logits[r * self.vocab + id as usize] = 10.0;
+        }
+        self.position += 1;
+        Ok(Tensor::from_data(
+            TensorData::new(logits, [batch, self.vocab]),
+            &Device::flex(),
+        ))
+    }
+}
+
+fn item(prompt: &str, answer: &str) -> TaskItem {
+    TaskItem {
+        prompt: prompt.into(),
+        answer: answer.into(),
+    }
+}
+
+#[test]
+fn scoring_goes_through_generation_detokenisation_and_extraction() {
+    let lm = tiny();
+    let enc = |t: &str| lm.tokenizer.encode(t, false).unwrap();
+    let eos = lm
+        .stops
+        .ids()
+        .iter()
+        .next()
+        .copied()
+        .expect("the fixture has an EOS id");
+    let mut step = Scripted {
+        scripts: vec![enc("The answer is 1,234."), enc("so -7"), enc("no idea")],
+        eos,
+        vocab: lm.model.config().vocab_size,
+        position: 0,
+    };
+    // With batches of 3, row r of each batch gets script r.
+    let items = vec![
+        item("a", "1234"),
+        item("b", "-7"),
+        item("c", "0"),
+        item("d", "1234"),
+        item("e", "7"),
+        item("f", "0"),
+    ];
+    let prompts = prepare_prompts(&lm, &items, true, None).unwrap();
+    let generation = GenerationConfig::greedy(32);
+    let r = evaluate_with_step(
+        &lm,
+        &mut step,
+        Setting::Base,
+        &prompts,
+        &items,
+        Extraction::Number,
+        &generation,
+        3,
+    )
+    .unwrap();
+    assert_eq!((r.correct, r.total), (3, 6));
+    assert_eq!(r.accuracy, 0.5);
+    let verdicts: Vec<bool> = r.items.iter().map(|i| i.correct).collect();
+    assert_eq!(verdicts, [true, true, false, true, false, false]);
+    assert_eq!(r.items[0].output, "The answer is 1,234.");
+    assert_eq!(r.items[0].extracted.as_deref(), Some("1234"));
+    assert_eq!(r.items[1].extracted.as_deref(), Some("-7"));
+    assert_eq!(r.items[2].extracted, None);
+    assert_eq!(r.items[5].index, 5);
+    // EOS ends each row: tokens are the script's, without the stop id.
+    assert_eq!(r.items[0].tokens, enc("The answer is 1,234.").len());
+    assert_eq!(
+        r.generated_tokens,
+        2 * (enc("The answer is 1,234.").len() + enc("so -7").len() + enc("no idea").len())
+    );
+    assert_eq!(r.mean_nfe_per_token, 0.0);
+    assert!(r.seconds_per_answer > 0.0);
+}
+
+#[test]
+fn the_base_setting_equals_direct_greedy_generation() {
+    let lm = tiny();
+    let items = vec![
+        item("Hello world", "x"),
+        item("How are you today?", "y"),
+        item("1 2 3", "z"),
+    ];
+    let prompts = prepare_prompts(&lm, &items, true, None).unwrap();
+    assert_eq!(prompts[0], lm.encode("Hello world").unwrap());
+    let generation = GenerationConfig::greedy(6);
+    let r = evaluate_setting(
+        &lm,
+        Setting::Base,
+        &prompts,
+        &items,
+        Extraction::ExactMatch,
+        &generation,
+        2,
+    )
+    .unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = lm
+            .generate(std::slice::from_ref(p), &generation, |_| Flow::Continue)
+            .unwrap();
+        assert_eq!(r.items[i].output, alone.sequences[0].text, "item {i}");
+        assert_eq!(r.items[i].tokens, alone.sequences[0].tokens.len());
+        assert_eq!(
+            r.items[i].correct,
+            alone.sequences[0].text.trim() == items[i].answer
+        );
+    }
+}
+
+#[test]
+fn diffusion_settings_are_a_typed_not_available_error() {
+    let lm = tiny();
+    let items = vec![item("a", "1")];
+    let prompts = prepare_prompts(&lm, &items, true, None).unwrap();
+    for s in ["8", "adaptive:bosh3"] {
+        let setting: Setting = s.parse().unwrap();
+        match evaluate_setting(
+            &lm,
+            setting,
+            &prompts,
+            &items,
+            Extraction::Number,
+            &GenerationConfig::greedy(4),
+            1,
+        ) {
+            Err(EvalError::DiffusionUnavailable { setting: named }) => {
+                assert_eq!(named, setting.to_string())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn args(dir: &Path, settings: Vec<Setting>) -> EvalArgs {
+    EvalArgs {
+        model: tiny_gguf().display().to_string(),
+        adapter: None,
+        tasks: root().join("fixtures/eval/arithmetic.jsonl"),
+        extract: Extraction::Number,
+        settings,
+        raw: true,
+        system: None,
+        max_new_tokens: 4,
+        stops: vec![],
+        limit: Some(5),
+        batch_size: 4,
+        seed: 3,
+        device: "cpu".into(),
+        dtype: "f32".into(),
+        report: dir.join("out/report.json"),
+        plot: dir.join("out/plot.svg"),
+    }
+}
+
+#[test]
+fn run_eval_writes_a_report_and_a_plot() {
+    let dir = std::env::temp_dir().join(format!("l2d-eval-{}", std::process::id()));
+    let a = args(&dir, vec![Setting::Base]);
+    let mut lines = Vec::new();
+    let report = run_eval(&a, |l| lines.push(l.to_string())).unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(report.num_items, 5);
+    assert_eq!(report.settings.len(), 1);
+    let r = &report.settings[0];
+    assert_eq!(r.label, "base");
+    assert_eq!(r.total, 5);
+    assert_eq!(r.correct, r.items.iter().filter(|i| i.correct).count());
+    for i in &r.items {
+        assert!(i.tokens <= 4);
+        assert_eq!(
+            i.correct,
+            Extraction::Number.is_correct(&i.output, &i.expected)
+        );
+    }
+    assert_eq!(report.extraction, "number");
+    assert_eq!((report.seed, report.device.as_str()), (3, "cpu"));
+    assert!(!report.chat_template);
+    if let Some(c) = &report.git_commit {
+        assert_eq!(c.len(), 40);
+    }
+    let back = EvalReport::read_json(&a.report).unwrap();
+    // JSON keeps everything; floats to within serde_json's parsing (an ulp).
+    assert_eq!(back.settings[0].items, r.items);
+    assert_eq!(
+        (back.model.as_str(), back.num_items),
+        (report.model.as_str(), 5)
+    );
+    assert_eq!(back.git_commit, report.git_commit);
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * y.abs().max(1.0);
+    assert!(close(
+        back.settings[0].seconds_per_answer,
+        r.seconds_per_answer
+    ));
+    assert!(close(back.settings[0].accuracy, r.accuracy));
+    let svg = std::fs::read_to_string(&a.plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("base ("));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn run_eval_rejects_bad_arguments_before_loading_anything() {
+    let dir = std::env::temp_dir().join(format!("l2d-eval-bad-{}", std::process::id()));
+    let mut a = args(&dir, vec![Setting::Base, "16".parse().unwrap()]);
+    a.model = "/no/such/model".into();
+    assert!(matches!(
+        run_eval(&a, |_| {}),
+        Err(EvalError::DiffusionUnavailable { setting }) if setting == "steps=16:midpoint"
+    ));
+    let mut a = args(&dir, vec![Setting::Base]);
+    a.adapter = Some("adapter.safetensors".into());
+    assert!(matches!(
+        run_eval(&a, |_| {}),
+        Err(EvalError::DiffusionUnavailable { .. })
+    ));
+    let mut a = args(&dir, vec![Setting::Base]);
+    a.device = "tpu".into();
+    let err = run_eval(&a, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("device") && err.contains("tpu"), "{err}");
+    let mut a = args(&dir, vec![Setting::Base]);
+    a.dtype = "f8".into();
+    assert!(
+        run_eval(&a, |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("dtype")
+    );
+    let mut a = args(&dir, vec![Setting::Base]);
+    a.model = "/no/such/model".into();
+    assert!(matches!(run_eval(&a, |_| {}), Err(EvalError::Model(_))));
+    let mut a = args(&dir, vec![Setting::Base]);
+    a.tasks = dir.join("missing.jsonl");
+    assert!(matches!(run_eval(&a, |_| {}), Err(EvalError::Io { .. })));
+    assert!(!dir.join("out").exists(), "nothing written on error");
+}
+
+#[test]
+fn the_report_plot_draws_each_kind_of_setting() {
+    use l2d::eval::report::SettingResult;
+    let result = |setting: Setting, acc: f64, nfe: f64| SettingResult {
+        setting,
+        label: setting.to_string(),
+        correct: (acc * 10.0) as usize,
+        total: 10,
+        accuracy: acc,
+        mean_nfe_per_token: nfe,
+        generated_tokens: 10,
+        seconds_per_answer: 0.1,
+        tokens_per_second: 100.0,
+        items: vec![],
+    };
+    let report = EvalReport {
+        model: "models/tiny".into(),
+        adapter: Some("adapter".into()),
+        tasks: "tasks/arith.jsonl".into(),
+        num_items: 10,
+        extraction: "number".into(),
+        chat_template: true,
+        max_new_tokens: 8,
+        seed: 0,
+        device: "cpu".into(),
+        dtype: "f32".into(),
+        git_commit: None,
+        created_unix: 0,
+        settings: vec![
+            result(Setting::Base, 0.5, 0.0),
+            result("2".parse().unwrap(), 0.6, 4.0),
+            result("4".parse().unwrap(), 0.7, 8.0),
+            result("4:euler".parse().unwrap(), 0.65, 4.0),
+            result("adaptive".parse().unwrap(), 0.72, 11.5),
+        ],
+    };
+    let plot = report.plot();
+    let labels: Vec<&str> = plot.series.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "base (0.500)",
+            "L2D midpoint",
+            "L2D euler",
+            "adaptive:dopri5:rtol=0.00001:atol=0.00001"
+        ]
+    );
+    assert_eq!(plot.series[1].points, vec![(4.0, 0.6), (8.0, 0.7)]);
+    assert_eq!(plot.series[3].points, vec![(11.5, 0.72)]);
+    assert!(plot.log2_x);
+    assert_eq!(plot.title, "tiny on arith.jsonl");
+    let table = report.table();
+    assert_eq!(table.lines().count(), 2 + 5);
+    assert!(
+        table.contains("| steps=4:euler | 0.650 | 6/10 | 4.00 |"),
+        "{table}"
+    );
+}
