@@ -1,37 +1,35 @@
 //! The embedded demo, with no download: train a tiny Llama from scratch on 6-digit addition,
-//! freeze it, finetune it with plain LoRA (the paper's baseline), and compare exact-match
-//! accuracy on 1000 held-out problems.
+//! freeze it, train its L2D diffusion path and (the paper's baseline) a plain LoRA of equal
+//! trainable-parameter count on the same problems for the same steps, then compare greedy
+//! exact match on 1000 held-out problems: the base, LoRA, L2D with Euler at 1, 2, 4, 8, 16
+//! steps (NFE = steps + 1 per answer digit), and an adaptive solver (bosh3).
 //!
 //! ```text
 //! cargo run --release --example quickstart
-//! cargo run --release --example quickstart -- --base-steps 200 --lora-steps 500 --out plot.svg
+//! cargo run --release --example quickstart -- --lora-steps 6000 --diffusion-steps 6000
+//! cargo run --release --example quickstart -- --lora-reference   # + LoRA r40, PEFT init
 //! ```
 //!
-//! Phase 1 of the demo: the L2D diffusion path (its training and the 1/2/4/8/16-step and
-//! adaptive-solver rows) is added when `l2d-train` and diffusion generation land.
+//! Prints the table and writes `quickstart.json` and `quickstart.svg` to `--out-dir`.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::Result;
-use burn::module::Module;
+use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::Parser;
-use l2d::demo::lora::{LoraConfig, LoraInit, ToyDiffusionPath};
-use l2d::demo::{
-    AdditionTask, EvalResult, PretrainConfig, TinyLlama, greedy_exact_match, pretrain, train_lora,
-};
-use l2d::plot::{LinePlot, Series};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use l2d::demo::TinyLlama;
+use l2d::demo::lora::{LoraConfig, LoraInit};
+use l2d::demo::pipeline::{AdaptiveSetting, QuickstartConfig, QuickstartReport, run_quickstart};
+use l2d_solvers::Method;
 
 /// Command-line options (the defaults are the demo).
 #[derive(Debug, Parser)]
+#[command(about = "L2D on a laptop: tiny Llama, addition, base vs LoRA vs diffusion steps")]
 struct Args {
     /// Digits per operand.
     #[arg(long, default_value_t = 6)]
     digits: usize,
-    /// Hidden size of the tiny Llama.
+    /// Hidden size of the tiny Llama (intermediate = 2 × hidden).
     #[arg(long, default_value_t = 48)]
     hidden: usize,
     /// Decoder layers.
@@ -40,183 +38,133 @@ struct Args {
     /// Base-model training steps.
     #[arg(long, default_value_t = 400)]
     base_steps: usize,
-    /// LoRA (and, in phase 2, diffusion-path) training steps.
+    /// Plain-LoRA training steps.
     #[arg(long, default_value_t = 3000)]
     lora_steps: usize,
-    /// LoRA rank (default: matched to the diffusion path's parameter count).
+    /// Diffusion-path training steps.
+    #[arg(long, default_value_t = 3000)]
+    diffusion_steps: usize,
+    /// Seed of the diffusion path's initial weights and noise (default: seed + 2).
+    #[arg(long)]
+    diffusion_seed: Option<u64>,
+    /// LoRA rank (default: the diffusion path's parameter count, matched).
     #[arg(long)]
     lora_rank: Option<usize>,
     /// LoRA `A` initialisation: `reference` (N(0,1)/rank, as the diffusion path) or `peft`.
     #[arg(long, default_value = "reference")]
     lora_init: String,
+    /// Also train LoRA at the toy reference's exact setting (rank 40, PEFT initialisation).
+    #[arg(long)]
+    lora_reference: bool,
+    /// Euler step counts (grid intervals) to evaluate, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    euler_steps: Vec<usize>,
+    /// Adaptive solver (`bosh3`, `dopri5`, `fehlberg2`, `adaptive_heun`, or `none`).
+    #[arg(long, default_value = "bosh3")]
+    adaptive: String,
+    /// Relative and absolute tolerance of the adaptive solver.
+    #[arg(long, default_value_t = 1e-5)]
+    tolerance: f64,
+    /// Leave out the `average` x1 estimate at temperature 1.
+    #[arg(long)]
+    no_average: bool,
     /// Held-out problems.
     #[arg(long, default_value_t = 1000)]
     test_size: usize,
     /// Seed of everything.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where to write the plot.
-    #[arg(long, default_value = "target/quickstart/accuracy_vs_nfe.svg")]
-    out: PathBuf,
-}
-
-struct Row {
-    method: String,
-    params: usize,
-    nfe: Option<f64>,
-    result: EvalResult,
+    /// Also run the diagnostics (teacher-forced accuracy against t, other noise seeds).
+    #[arg(long)]
+    analysis: bool,
+    /// Use this adapter file as the diffusion path instead of training one (it must come from
+    /// `--save-adapter` of a run with the same seed and base settings).
+    #[arg(long)]
+    load_adapter: Option<PathBuf>,
+    /// Save the trained diffusion path as an adapter file.
+    #[arg(long)]
+    save_adapter: Option<PathBuf>,
+    /// Only redraw the plot (and reprint the table) of a saved `quickstart.json` into
+    /// `--out-dir`.
+    #[arg(long)]
+    replot: Option<PathBuf>,
+    /// Where to write `quickstart.json` and `quickstart.svg`.
+    #[arg(long, default_value = "target/quickstart")]
+    out_dir: PathBuf,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let start = Instant::now();
-    let device = Device::flex();
-    let task = AdditionTask::new(args.digits)?;
+    if let Some(file) = &args.replot {
+        let report: QuickstartReport = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+        print!("{}", report.table());
+        let (json, svg) = report.write(&args.out_dir)?;
+        println!("report: {}\nplot:   {}", json.display(), svg.display());
+        return Ok(());
+    }
     let shape = TinyLlama {
         hidden: args.hidden,
         layers: args.layers,
         intermediate: 2 * args.hidden,
         ..TinyLlama::default()
     };
-    let test = task.test_set(
-        args.test_size,
-        &mut ChaCha8Rng::seed_from_u64(args.seed + 7),
-    )?;
-    println!(
-        "task: {d}-digit addition `a+b=` (answer {a} digits); held-out set of {n} problems",
-        d = args.digits,
-        a = task.answer_len(),
-        n = test.len()
-    );
-
-    let base_config = PretrainConfig {
-        model: shape,
-        steps: args.base_steps,
-        seed: args.seed,
-        ..PretrainConfig::default()
-    };
-    let every = (args.base_steps / 8).max(1);
-    println!(
-        "\n[1/3] base model: Llama, hidden {}, {} layers, {} heads ({} kv), intermediate {}; \
-         {} steps of AdamW lr {} batch {}",
-        shape.hidden,
-        shape.layers,
-        shape.heads,
-        shape.kv_heads,
-        shape.intermediate,
-        base_config.steps,
-        base_config.lr,
-        base_config.batch_size
-    );
-    let base = pretrain(&task, &base_config, &device, |step, loss| {
-        if (step + 1) % every == 0 {
-            println!("  step {:>5}  loss {loss:.4}", step + 1);
-        }
-    })?;
-    let base_params = base.model.num_params();
-    println!(
-        "  trained in {:.1} s ({base_params} parameters, then frozen)",
-        base.seconds
-    );
-    let base_eval = greedy_exact_match(&base.model, &task, &test, 500);
-    println!("  base exact match: {:.3}", base_eval.accuracy);
-
-    let model_config = shape.model_config()?;
-    let diffusion = ToyDiffusionPath::default().param_count(&model_config);
-    let init = match args.lora_init.as_str() {
+    let mut config = QuickstartConfig::new(args.digits, shape, args.seed);
+    config.base.steps = args.base_steps;
+    config.lora.steps = args.lora_steps;
+    config.lora.rank = args.lora_rank;
+    config.lora.init = match args.lora_init.as_str() {
         "reference" => LoraInit::Reference,
         "peft" => LoraInit::Peft,
-        other => anyhow::bail!("--lora-init: expected `reference` or `peft`, got {other:?}"),
+        other => bail!("--lora-init: expected `reference` or `peft`, got {other:?}"),
     };
-    let lora_config = LoraConfig {
-        rank: args.lora_rank,
-        init,
-        steps: args.lora_steps,
-        seed: args.seed + 1,
-        ..LoraConfig::default()
-    };
-    let rank = lora_config.resolved_rank(&model_config);
-    println!(
-        "\n[2/3] plain-LoRA baseline: rank {rank}, alpha {rank} on q/o/gate/up/down \
-         (diffusion path at the L2D config: {} parameters); {} steps of AdamW lr {} β ({}, {})",
-        diffusion.total(),
-        lora_config.steps,
-        lora_config.lr,
-        lora_config.beta_1,
-        lora_config.beta_2
-    );
-    let every = (args.lora_steps / 10).max(1);
-    let lora = train_lora(&base.model, &task, &lora_config, &device, |step, loss| {
-        if (step + 1) % every == 0 {
-            println!("  step {:>5}  loss {loss:.4}", step + 1);
+    if args.lora_reference {
+        config.extra_lora.push(LoraConfig {
+            rank: Some(40),
+            init: LoraInit::Peft,
+            ..config.lora.clone()
+        });
+    }
+    config.diffusion.steps = args.diffusion_steps;
+    if let Some(seed) = args.diffusion_seed {
+        config.diffusion.seed = seed;
+    }
+    config.test_size = args.test_size;
+    config.euler_steps = args.euler_steps;
+    config.average_at_temperature_one = !args.no_average;
+    config.analysis = args.analysis;
+    config.adapter_in = args.load_adapter;
+    config.adapter_out = args.save_adapter;
+    config.adaptive = match args.adaptive.as_str() {
+        "none" => None,
+        name => {
+            let Some(method) = Method::from_name(name).filter(|m| m.is_adaptive()) else {
+                bail!("--adaptive: {name:?} is not an adaptive method (bosh3, dopri5, ...)");
+            };
+            Some(AdaptiveSetting {
+                method,
+                rtol: args.tolerance,
+                atol: args.tolerance,
+            })
         }
-    })?;
-    println!(
-        "  trained in {:.1} s ({} trainable parameters)",
-        lora.seconds, lora.trainable_params
-    );
-    let lora_eval = greedy_exact_match(&lora.model, &task, &test, 500);
-    println!("  LoRA exact match: {:.3}", lora_eval.accuracy);
+    };
 
-    let rows = [
-        Row {
-            method: "base (frozen)".into(),
-            params: base_params,
-            nfe: None,
-            result: base_eval,
-        },
-        Row {
-            method: format!("LoRA r{rank}"),
-            params: lora.trainable_params,
-            nfe: None,
-            result: lora_eval,
-        },
-    ];
+    let report = run_quickstart(&config, &Device::flex(), &mut |line| println!("{line}"))?;
     println!(
-        "\n[3/3] results on {} held-out problems (greedy)\n",
-        test.len()
+        "\nresults on {} held-out problems (greedy over the answer digits; steps = Euler grid \
+         intervals, NFE = steps + 1 per digit as the paper counts, of which the first is the \
+         frozen pass's logits; forwards = diffusion-path forwards actually run)\n",
+        config.test_size
     );
-    println!(
-        "| {:<16} | {:>10} | {:>8} | {:>11} | {:>15} |",
-        "method", "params", "accuracy", "NFE / token", "time / answer"
-    );
-    println!(
-        "|{:-<18}|{:->12}|{:->10}|{:->13}|{:->17}|",
-        "", "", "", "", ""
-    );
-    for r in &rows {
+    print!("{}", report.table());
+    println!("(params: the base's total; for finetuned rows, the trainable ones)\n");
+    for t in &report.training {
         println!(
-            "| {:<16} | {:>10} | {:>8.3} | {:>11} | {:>12.3} ms |",
-            r.method,
-            r.params,
-            r.result.accuracy,
-            r.nfe.map_or("-".to_string(), |n| format!("{n:.1}")),
-            r.result.seconds_per_answer * 1e3
+            "training: {:<36} {:>7} params, {:>5} steps, loss {:.4} -> {:.4}, {:.1} s",
+            t.what, t.trainable_params, t.steps, t.loss_start, t.loss_end, t.seconds
         );
     }
-    println!("(params: the base's total; for finetuned rows, the trainable ones)");
-
-    let plot = LinePlot::new(
-        format!("{}-digit addition, held-out exact match", args.digits),
-        "diffusion steps (NFE per token)",
-        "exact match",
-    )
-    .with_log2_x(true)
-    .with_x_range(1.0, 16.0)
-    .with_y_range(0.0, 1.0)
-    .series(Series::horizontal("base", rows[0].result.accuracy))
-    .series(Series::horizontal(
-        format!("LoRA r{rank}"),
-        rows[1].result.accuracy,
-    ))
-    // Phase 2 adds Series::line("L2D", 1..16 steps) and Series::points("adaptive", ..).
-    ;
-    plot.write(&args.out)?;
-    println!("\nplot: {}", args.out.display());
-    println!("total wall time: {:.1} s", start.elapsed().as_secs_f64());
-    println!(
-        "\nnext (phase 2): train the L2D diffusion path on the same frozen base, same data and \
-         steps, and add rows for 1, 2, 4, 8, 16 diffusion steps and an adaptive solver."
-    );
+    let (json, svg) = report.write(&args.out_dir)?;
+    println!("\nreport: {}\nplot:   {}", json.display(), svg.display());
+    println!("total wall time: {:.1} s", report.total_seconds);
     Ok(())
 }

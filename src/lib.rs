@@ -10,6 +10,7 @@ pub use l2d_models as models;
 pub use l2d_solvers as solvers;
 pub use l2d_train as train;
 
+pub mod cli;
 pub mod demo;
 pub mod eval;
 pub mod plot;

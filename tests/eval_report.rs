@@ -1,6 +1,6 @@
 //! The sweep end to end on the tiny GGUF fixture: scoring through generation with a scripted
-//! step, the base setting against direct generation, the report and plot files, and the
-//! typed "not available yet" error of diffusion settings.
+//! step, the base setting against direct generation, the report and plot files, diffusion
+//! settings through the diffusion generator (and the typed error without an adapter).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +11,9 @@ use l2d::eval::setting::Setting;
 use l2d::eval::task_file::TaskItem;
 use l2d::eval::{EvalError, Extraction};
 use l2d_models::decoder::{ForwardOptions, KvCache};
+use l2d_models::diffusion::DiffusionPath;
 use l2d_models::generation::{Flow, GenerationConfig, GenerationError, TokenStep};
+use l2d_models::l2d_config::L2dConfig;
 use l2d_models::pretrained::{LoadOptions, Pretrained};
 
 fn root() -> PathBuf {
@@ -148,6 +150,7 @@ fn the_base_setting_equals_direct_greedy_generation() {
     let generation = GenerationConfig::greedy(6);
     let r = evaluate_setting(
         &lm,
+        None,
         Setting::Base,
         &prompts,
         &items,
@@ -170,25 +173,67 @@ fn the_base_setting_equals_direct_greedy_generation() {
 }
 
 #[test]
-fn diffusion_settings_are_a_typed_not_available_error() {
+fn diffusion_settings_need_an_adapter_and_run_through_the_generator() {
     let lm = tiny();
-    let items = vec![item("a", "1")];
+    let items = vec![item("Hello world", "1"), item("1 2 3", "2")];
     let prompts = prepare_prompts(&lm, &items, true, None).unwrap();
+    let generation = GenerationConfig::greedy(4);
     for s in ["8", "adaptive:bosh3"] {
         let setting: Setting = s.parse().unwrap();
         match evaluate_setting(
             &lm,
+            None,
             setting,
             &prompts,
             &items,
             Extraction::Number,
-            &GenerationConfig::greedy(4),
+            &generation,
             1,
         ) {
-            Err(EvalError::DiffusionUnavailable { setting: named }) => {
+            Err(EvalError::AdapterRequired { setting: named }) => {
                 assert_eq!(named, setting.to_string())
             }
             other => panic!("{other:?}"),
+        }
+    }
+    // A freshly initialised path is gated to zero: every setting reproduces the base
+    // setting's answers, at the setting's NFE.
+    let config = L2dConfig {
+        flow_representation_dim: Some(8),
+        flow_to_lm_hidden_size: Some(16),
+        timestep_modulation_hidden_size: Some(16),
+        timestep_modulation_freq_embedding_size: Some(16),
+        flow_lora_rank: 4,
+        ..L2dConfig::default()
+    };
+    let path = DiffusionPath::init(&config, &lm.model, 0).unwrap();
+    let run = |s: &str| {
+        evaluate_setting(
+            &lm,
+            Some(&path),
+            s.parse().unwrap(),
+            &prompts,
+            &items,
+            Extraction::Number,
+            &generation,
+            2,
+        )
+        .unwrap()
+    };
+    let base = run("base");
+    for (s, nfe) in [
+        ("3", Some(7.0)),
+        ("2:euler", Some(3.0)),
+        ("adaptive:bosh3:rtol=1e-3:atol=1e-3", None),
+    ] {
+        let r = run(s);
+        let outputs = |r: &l2d::eval::SettingResult| {
+            r.items.iter().map(|i| i.output.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(outputs(&r), outputs(&base), "{s}");
+        match nfe {
+            Some(n) => assert_eq!(r.mean_nfe_per_token, n, "{s}"),
+            None => assert!(r.mean_nfe_per_token > 1.0, "{s}: {}", r.mean_nfe_per_token),
         }
     }
 }
@@ -267,13 +312,13 @@ fn run_eval_rejects_bad_arguments_before_loading_anything() {
     a.model = "/no/such/model".into();
     assert!(matches!(
         run_eval(&a, |_| {}),
-        Err(EvalError::DiffusionUnavailable { setting }) if setting == "steps=16:midpoint"
+        Err(EvalError::AdapterRequired { setting }) if setting == "steps=16:midpoint"
     ));
     let mut a = args(&dir, vec![Setting::Base]);
-    a.adapter = Some("adapter.safetensors".into());
+    a.adapter = Some("no-such-adapter.safetensors".into());
     assert!(matches!(
         run_eval(&a, |_| {}),
-        Err(EvalError::DiffusionUnavailable { .. })
+        Err(EvalError::Io { path, .. }) if path.ends_with("no-such-adapter.safetensors")
     ));
     let mut a = args(&dir, vec![Setting::Base]);
     a.device = "tpu".into();

@@ -22,6 +22,14 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Complete prompts with a model and its diffusion adapter (tokens stream as they come).
+    Generate(l2d::cli::GenerateArgs),
+    /// Chat with a model and its diffusion adapter, one message per line of standard input.
+    Chat(l2d::cli::ChatArgs),
+    /// Show a model, an adapter and the diffusion path's parameter count.
+    Info(l2d::cli::InfoArgs),
+    /// Sweep settings (base, diffusion steps, adaptive solvers) over a task file.
+    Eval(l2d::eval::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +46,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data {
             command: DataCommand::Inspect(args),
         } => l2d::train::run_data_inspect(&args, &mut std::io::stdout().lock())?,
+        Command::Generate(args) => {
+            l2d::cli::run_generate(&args, &mut std::io::stdout(), &mut std::io::stderr())?
+        }
+        Command::Chat(args) => {
+            let stdin = std::io::stdin();
+            l2d::cli::run_chat(
+                &args,
+                &mut stdin.lock(),
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )?;
+        }
+        Command::Info(args) => l2d::cli::run_info(&args, &mut std::io::stdout().lock())?,
+        Command::Eval(args) => {
+            let report = l2d::eval::run_eval(&args, |line| eprintln!("{line}"))?;
+            eprintln!(
+                "report: {}, plot: {} ({} settings)",
+                args.report.display(),
+                args.plot.display(),
+                report.settings.len()
+            );
+        }
     }
     Ok(())
 }

@@ -31,8 +31,14 @@ use super::task::AdditionTask;
 /// The projections L2D adapts, and so does the baseline.
 pub const LORA_TARGETS: [&str; 5] = ["q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
-/// Stream of the LoRA run's data generator.
+/// Stream of the finetuning runs' data generator.
 const DATA_STREAM: u64 = 0x6c6f_7261;
+
+/// The generator of the finetuning problems for `seed`: the LoRA baseline and the diffusion
+/// path given the same seed see the same problems in the same order.
+pub fn finetune_data_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ DATA_STREAM)
+}
 
 /// `(d_in, d_out)` of each of [`LORA_TARGETS`] in one layer of `config`.
 fn target_shapes(config: &ModelConfig) -> [(usize, usize); 5] {
@@ -410,7 +416,7 @@ pub fn train_lora(
         .with_epsilon(1e-8)
         .with_weight_decay(config.weight_decay)
         .init();
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ DATA_STREAM);
+    let mut rng = finetune_data_rng(config.seed);
     let mut losses = Vec::with_capacity(config.steps);
     for step in 0..config.steps {
         let batch = task.train_batch(config.batch_size, &mut rng, &train_device);

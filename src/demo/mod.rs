@@ -1,6 +1,7 @@
-//! The embedded demo: a tiny Llama trained from scratch on multi-digit addition, frozen,
-//! then finetuned (plain LoRA now; the L2D diffusion path next), with greedy exact-match
-//! evaluation on held-out problems. No download, a few minutes on 2 CPU cores.
+//! The embedded demo: a tiny Llama trained from scratch on multi-digit addition, frozen, then
+//! finetuned two ways (the L2D diffusion path, and plain LoRA of equal size as the paper's
+//! baseline), with greedy exact-match evaluation on held-out problems. No download, a few
+//! minutes on 2 CPU cores (`cargo run --release --example quickstart`).
 //!
 //! The set-up follows what the authors' code was measured on at toy scale
 //! (`docs/toy-scale-reference.md` in the project notes): 6-digit addition, hidden 48, 2
@@ -11,15 +12,23 @@
 //! - [`pretrain`]: full-parameter training of the base model.
 //! - [`evaluate`]: greedy decoding of the answers and exact match.
 //! - [`lora`]: the plain-LoRA baseline and the parameter-count formulas.
+//! - [`analysis`]: diagnostics of a trained diffusion path.
+//! - [`diffusion`]: the L2D diffusion path's configuration, training and evaluation.
+//! - [`pipeline`]: the whole demo (base, LoRA, L2D at several step counts, an adaptive
+//!   solver), its table, JSON report and plot.
 
+pub mod analysis;
+pub mod diffusion;
 pub mod evaluate;
 pub mod lora;
+pub mod pipeline;
 pub mod pretrain;
 pub mod task;
 
 use l2d_models::config::{ConfigError, ModelConfig};
 use serde::{Deserialize, Serialize};
 
+pub use diffusion::{DiffusionEval, DiffusionTrainConfig, TrainedDiffusion, train_diffusion};
 pub use evaluate::{EvalResult, greedy_answers, greedy_exact_match};
 pub use lora::{LoraBaseline, LoraConfig, train_lora};
 pub use pretrain::{PretrainConfig, Pretrained, pretrain};
@@ -45,10 +54,24 @@ pub enum DemoError {
     /// The model configuration was rejected.
     #[error(transparent)]
     Model(#[from] ConfigError),
+    /// The diffusion path rejected its configuration or inputs.
+    #[error(transparent)]
+    Diffusion(#[from] l2d_models::diffusion::DiffusionError),
+    /// Diffusion generation failed.
+    #[error("diffusion generation failed: {0}")]
+    Generation(String),
+    /// A report or plot could not be written.
+    #[error("cannot write `{path}`: {reason}")]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The training loss became NaN or infinite.
     #[error("{phase}: non-finite loss {loss} at step {step}")]
     NonFiniteLoss {
-        /// `pretrain` or `lora`.
+        /// `pretrain`, `lora` or `diffusion`.
         phase: &'static str,
         /// The step.
         step: usize,

@@ -1,5 +1,5 @@
-//! `l2d eval`: a steps-vs-accuracy sweep of a model (and, once diffusion generation is wired
-//! in, a diffusion adapter) on a local JSONL task file, with a JSON report and an SVG plot.
+//! `l2d eval`: a steps-vs-accuracy sweep of a model and its diffusion adapter on a local JSONL
+//! task file, with a JSON report and an SVG plot.
 //!
 //! - [`task_file`]: `{"prompt", "answer"}` JSONL files.
 //! - [`extract`]: exact-match, last-number and multiple-choice-letter extraction.
@@ -7,8 +7,10 @@
 //! - [`run`]: the command's arguments ([`EvalArgs`]) and the sweep ([`run_eval`]).
 //! - [`report`]: the report ([`EvalReport`]) and its plot.
 //!
-//! The `base` setting generates with the frozen model (greedy). Diffusion settings return
-//! [`EvalError::DiffusionUnavailable`] until diffusion generation lands.
+//! The `base` setting generates with the frozen model (greedy). Diffusion settings generate
+//! through the diffusion [`Generator`](l2d_models::generation::Generator) with the adapter
+//! (greedy final token, the sweep's seed for the noise) and report the NFE per token; without
+//! an adapter they are [`EvalError::AdapterRequired`].
 
 pub mod extract;
 pub mod report;
@@ -69,14 +71,27 @@ pub enum EvalError {
     /// Generation failed.
     #[error("generation failed: {0}")]
     Generation(Box<dyn std::error::Error + Send + Sync>),
-    /// A diffusion setting or adapter was asked for: not available in `l2d eval` yet.
-    #[error(
-        "`{setting}`: diffusion generation is not available in `l2d eval` yet; only the `base` \
-         setting without an adapter can run"
-    )]
-    DiffusionUnavailable {
-        /// The setting or adapter concerned.
+    /// A diffusion setting without an adapter.
+    #[error("`{setting}` is a diffusion setting: it needs a trained adapter (`--adapter FILE`)")]
+    AdapterRequired {
+        /// The setting.
         setting: String,
+    },
+    /// The adapter could not be loaded or does not fit the model.
+    #[error("adapter `{path}`: {source}")]
+    Adapter {
+        /// The adapter file.
+        path: PathBuf,
+        /// What went wrong.
+        source: Box<l2d_models::diffusion::DiffusionError>,
+    },
+    /// A setting's diffusion options do not fit the adapter.
+    #[error("`{setting}`: {source}")]
+    Diffusion {
+        /// The setting.
+        setting: String,
+        /// What is wrong.
+        source: Box<l2d_models::generation::DiffusionGenerationError>,
     },
 }
 

@@ -5,7 +5,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::tensor::{DType, Device};
 use l2d_models::chat_template::ChatMessage;
-use l2d_models::generation::{Flow, GenerationConfig, TokenStep};
+use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
+use l2d_models::generation::{
+    BudgetPolicy, DiffusionOptions, Flow, GenerationConfig, Generator, TokenStep,
+};
 use l2d_models::pretrained::{LoadOptions, Pretrained};
 use l2d_models::sampling::SamplingConfig;
 
@@ -152,8 +155,8 @@ pub fn prepare_prompts(
 }
 
 /// Evaluates one setting whose per-token step is `step`: generates every answer in batches
-/// of `batch_size`, extracts and scores them. `mean_nfe_per_token` is left at 0: a diffusion
-/// caller fills it from its step's statistics.
+/// of `batch_size`, extracts and scores them. `mean_nfe_per_token` is left at 0:
+/// [`evaluate_setting`] fills it from the diffusion step's statistics.
 ///
 /// # Errors
 /// [`EvalError::Generation`] when generation fails.
@@ -218,14 +221,40 @@ pub fn evaluate_with_step<S: TokenStep + ?Sized>(
     })
 }
 
-/// Evaluates one setting of the sweep on a loaded model.
+/// The generator options of a diffusion setting (the base setting: none), with `seed` for
+/// the noise.
+pub fn diffusion_options(setting: Setting, seed: u64) -> DiffusionOptions {
+    let options = match setting {
+        Setting::Base => DiffusionOptions::base(),
+        Setting::Fixed { steps, solver } => DiffusionOptions::fixed(steps).with_method(solver),
+        Setting::Adaptive {
+            solver,
+            rtol,
+            atol,
+            max_nfe,
+        } => {
+            let o = DiffusionOptions::adaptive(solver, rtol, atol);
+            match max_nfe {
+                Some(m) => o.with_max_nfe(m, BudgetPolicy::Error),
+                None => o,
+            }
+        }
+    };
+    options.with_seed(seed)
+}
+
+/// Evaluates one setting of the sweep on a loaded model: `base` with the frozen model,
+/// diffusion settings through the diffusion [`Generator`] over `adapter` (noise seeded by
+/// `generation.sampling.seed`), whose mean NFE per token goes into the result.
 ///
 /// # Errors
-/// [`EvalError::DiffusionUnavailable`] for a diffusion setting (diffusion generation is not
-/// wired into `l2d eval` yet); otherwise as [`evaluate_with_step`].
+/// [`EvalError::AdapterRequired`] for a diffusion setting without an adapter,
+/// [`EvalError::Diffusion`] for options the adapter cannot run; otherwise as
+/// [`evaluate_with_step`].
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_setting(
     model: &Pretrained,
+    adapter: Option<&DiffusionPath>,
     setting: Setting,
     prompts: &[Vec<u32>],
     items: &[TaskItem],
@@ -233,8 +262,8 @@ pub fn evaluate_setting(
     generation: &GenerationConfig,
     batch_size: usize,
 ) -> Result<SettingResult, EvalError> {
-    match setting {
-        Setting::Base => evaluate_with_step(
+    if setting == Setting::Base {
+        return evaluate_with_step(
             model,
             &mut model.base_step(),
             setting,
@@ -243,11 +272,24 @@ pub fn evaluate_setting(
             extraction,
             generation,
             batch_size,
-        ),
-        Setting::Fixed { .. } | Setting::Adaptive { .. } => Err(EvalError::DiffusionUnavailable {
-            setting: setting.to_string(),
-        }),
+        );
     }
+    let adapter = adapter.ok_or_else(|| EvalError::AdapterRequired {
+        setting: setting.to_string(),
+    })?;
+    let options = diffusion_options(setting, generation.sampling.seed);
+    let generator = Generator::new(&model.model, Some(adapter), options).map_err(|source| {
+        EvalError::Diffusion {
+            setting: setting.to_string(),
+            source: Box::new(source),
+        }
+    })?;
+    let mut step = generator.step();
+    let mut result = evaluate_with_step(
+        model, &mut step, setting, prompts, items, extraction, generation, batch_size,
+    )?;
+    result.mean_nfe_per_token = step.stats().mean_nfe_per_token();
+    Ok(result)
 }
 
 /// The commit of the working directory's git repository, if any.
@@ -265,8 +307,8 @@ pub fn git_commit() -> Option<String> {
 /// plot, and returns the report.
 ///
 /// # Errors
-/// [`EvalError`] for bad arguments, unreadable files, a model that fails to load, a
-/// diffusion setting or adapter (not available yet), or a generation failure.
+/// [`EvalError`] for bad arguments, unreadable files, a model or adapter that fails to load,
+/// a diffusion setting without an adapter, or a generation failure.
 pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalReport, EvalError> {
     if args.settings.is_empty() {
         return Err(EvalError::invalid("settings", "no setting given"));
@@ -274,14 +316,19 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
     if args.batch_size == 0 {
         return Err(EvalError::invalid("batch_size", "must be at least 1"));
     }
-    if let Some(adapter) = &args.adapter {
-        return Err(EvalError::DiffusionUnavailable {
-            setting: format!("adapter `{}`", adapter.display()),
+    if args.adapter.is_none()
+        && let Some(s) = args.settings.iter().find(|s| s.is_diffusion())
+    {
+        return Err(EvalError::AdapterRequired {
+            setting: s.to_string(),
         });
     }
-    if let Some(s) = args.settings.iter().find(|s| s.is_diffusion()) {
-        return Err(EvalError::DiffusionUnavailable {
-            setting: s.to_string(),
+    if let Some(adapter) = &args.adapter
+        && !adapter.is_file()
+    {
+        return Err(EvalError::Io {
+            path: adapter.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such adapter file"),
         });
     }
     let device = parse_device(&args.device)?;
@@ -296,6 +343,17 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
         args.tasks.display()
     ));
     let model = Pretrained::open(&args.model, &LoadOptions::new(device, dtype))?;
+    let adapter = match &args.adapter {
+        None => None,
+        Some(path) => Some(
+            DiffusionPath::load(path, &model.model, &AdapterLoadOptions::default())
+                .map_err(|source| EvalError::Adapter {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+                .cast(model.model.dtype()),
+        ),
+    };
     let prompts = prepare_prompts(&model, &items, args.raw, args.system.as_deref())?;
     let mut generation = GenerationConfig {
         sampling: SamplingConfig {
@@ -311,6 +369,7 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
     for &setting in &args.settings {
         let r = evaluate_setting(
             &model,
+            adapter.as_ref(),
             setting,
             &prompts,
             &items,

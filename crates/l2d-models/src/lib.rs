@@ -1,5 +1,15 @@
 //! `l2d-models`: Llama, Qwen2 and Mistral adapters loaded from Hugging Face checkpoints,
-//! and the L2D diffusion path.
+//! the L2D diffusion path, and generation with both ([`generation::Generator`]).
+//!
+//! # Feature flags
+//! | feature | what |
+//! | --- | --- |
+//! | `vulkan` | GPU through Vulkan (forwards to `l2d-core`; builds offline) |
+//! | `wgpu` | GPU through wgpu |
+//! | `cuda` | CUDA (needs an LLVM download at build time; never built in CI) |
+//!
+//! The library itself is device-generic; the features only add backends to `burn` and the
+//! device choices of `examples/bench_generation.rs`.
 #![warn(missing_docs)]
 
 pub mod chat_template;

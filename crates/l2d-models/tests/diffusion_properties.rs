@@ -413,7 +413,10 @@ fn adapter_files_round_trip_and_refuse_another_base() {
     // Saving the same adapter again gives the same bytes (sorted header keys).
     let again = dir.path().join("again.safetensors");
     path.save(&again, &base).unwrap();
-    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&again).unwrap());
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
     let meta = AdapterMetadata::read(&file).unwrap();
     assert_eq!(meta.format.as_deref(), Some("l2d-adapter"));
     assert_eq!(meta.config.as_ref(), Some(&config));

@@ -15,9 +15,9 @@ use l2d_models::decoder::{CausalLm, ForwardOptions, KvCache};
 use l2d_models::diffusion::{ClassLabels, DiffusionPath, FlowContext, FlowVelocityField};
 use l2d_models::generation::diffusion::{prompt_key, token_rng};
 use l2d_models::generation::{
-    BaseStep, BudgetPolicy, DiffusionGenerationError, DiffusionOptions, DiffusionStats, Flow,
-    GenerationConfig, GenerationError, GenerationOutput, Generator, StopReason, TokenStep,
-    X1Estimate, generate,
+    BaseStep, BudgetPolicy, DiffusionGenerationError, DiffusionMode, DiffusionOptions,
+    DiffusionStats, Flow, GenerationConfig, GenerationError, GenerationOutput, Generator,
+    StopReason, TokenStep, X1Estimate, generate,
 };
 use l2d_models::l2d_config::L2dConfig;
 use l2d_models::sampling::SamplingConfig;
@@ -49,6 +49,14 @@ fn random_path(base: &CausalLm, classes: Option<usize>, seed: u64) -> DiffusionP
     DiffusionPath::init(&tiny_l2d(classes), base, seed)
         .unwrap()
         .with_random_parameters(seed + 1, 0.3)
+}
+
+/// A random path of smaller weights: adaptive solves of the larger ones' velocity field
+/// (stiff near `t = 1`) may need their step size to underflow.
+fn gentle_path(base: &CausalLm, seed: u64) -> DiffusionPath {
+    DiffusionPath::init(&tiny_l2d(None), base, seed)
+        .unwrap()
+        .with_random_parameters(seed + 1, 0.2)
 }
 
 /// Prompts of different lengths (the batch is left-padded).
@@ -153,7 +161,10 @@ fn zero_steps_or_no_adapter_is_base_generation_bit_for_bit() {
                 assert!(!g.is_diffusion());
                 let (out, logits, stats) = diffusion_run(g, &prompts(), &config);
                 assert_eq!(tokens(&out), tokens(&want), "{name}");
-                assert_eq!(logits, want_rec.logits, "{name}: logits differ from BaseStep");
+                assert_eq!(
+                    logits, want_rec.logits,
+                    "{name}: logits differ from BaseStep"
+                );
                 assert_eq!(stats.mean_nfe_per_token(), 0.0);
                 assert_eq!(stats.diffusion_forwards(), 0);
             }
@@ -161,18 +172,31 @@ fn zero_steps_or_no_adapter_is_base_generation_bit_for_bit() {
         // And a real diffusion run differs (the path is not a no-op).
         let g = Generator::new(&base, Some(&path), DiffusionOptions::fixed(3)).unwrap();
         let (_, logits, _) = diffusion_run(&g, &prompts(), &GenerationConfig::greedy(3));
-        let (_, base_rec) = run(BaseStep::new(&base), &prompts(), &GenerationConfig::greedy(3));
+        let (_, base_rec) = run(
+            BaseStep::new(&base),
+            &prompts(),
+            &GenerationConfig::greedy(3),
+        );
         let diff = max_abs_diff(&logits[0], &base_rec.logits[0]);
-        assert!(diff > 1e-3, "{name}: diffusion logits equal the base's ({diff})");
+        assert!(
+            diff > 1e-3,
+            "{name}: diffusion logits equal the base's ({diff})"
+        );
     }
 }
 
 #[test]
 fn batched_rows_equal_one_prompt_calls() {
+    let mut exact_adaptive = Vec::new();
     for name in ARCHS {
         let base = model(name);
         let vocab = base.config().vocab_size;
         let path = random_path(&base, Some(3), 5);
+        let gentle = gentle_path(&base, 6);
+        let mut adaptive = DiffusionOptions::adaptive(Method::Bosh3, 1e-4, 1e-4)
+            .with_seed(4)
+            .with_x1_estimate(X1Estimate::Average);
+        adaptive.adaptive_min_step = 1e-6;
         let modes = [
             // Sampled x1 inside the ODE (per-row generators) and guidance with both branches.
             DiffusionOptions::fixed(4)
@@ -181,19 +205,26 @@ fn batched_rows_equal_one_prompt_calls() {
             DiffusionOptions::fixed(3)
                 .with_method(Method::Rk4ThreeEighths)
                 .with_seed(2),
-            DiffusionOptions::adaptive(Method::Bosh3, 1e-3, 1e-3)
-                .with_seed(4)
-                .with_x1_estimate(X1Estimate::Average),
+            adaptive,
         ];
         for options in modes {
-            let g = Generator::new(&base, Some(&path), options.clone()).unwrap();
-            let config = GenerationConfig::greedy(5);
-            let (batched, logits, _) = diffusion_run(&g, &prompts(), &config);
-            let batched_rec = Recorder {
-                inner: (),
-                logits,
+            let adaptive = matches!(options.mode, DiffusionMode::Adaptive { .. });
+            // An adaptive solve's accepted steps react to rounding, and a left-padded batch's
+            // frozen pass differs from a single prompt's in the last bits; with prompts of
+            // one length the rows see the very same numbers (up to the backend's batched
+            // matmul), which shows that rows do not influence each other's steps.
+            let (p, prompts) = if adaptive {
+                let same_length = vec![vec![5u32, 9, 14, 3], vec![8, 2, 7, 7], vec![40, 41, 42, 7]];
+                (&gentle, same_length)
+            } else {
+                (&path, prompts())
             };
-            for (r, p) in prompts().iter().enumerate() {
+            let g = Generator::new(&base, Some(p), options.clone()).unwrap();
+            let config = GenerationConfig::greedy(5);
+            let (batched, logits, _) = diffusion_run(&g, &prompts, &config);
+            let batched_rec = Recorder { inner: (), logits };
+            let mut worst = 0.0f32;
+            for (r, p) in prompts.iter().enumerate() {
                 let (single, single_logits, _) =
                     diffusion_run(&g, std::slice::from_ref(p), &config);
                 assert_eq!(
@@ -207,10 +238,23 @@ fn batched_rows_equal_one_prompt_calls() {
                 };
                 let (a, b) = (batched_rec.row(r, vocab), single_rec.row(0, vocab));
                 let rel = max_abs_diff(&a, &b) / max_abs(&b);
-                assert!(rel < 1e-4, "{name} {:?} row {r}: rel {rel}", options.mode);
+                worst = worst.max(rel);
+                let tol = if adaptive { 1e-2 } else { 1e-5 };
+                assert!(rel < tol, "{name} {:?} row {r}: rel {rel}", options.mode);
+            }
+            println!(
+                "{name} {:?}: batched vs single, worst rel {worst:e}",
+                options.mode
+            );
+            if adaptive && worst == 0.0 {
+                exact_adaptive.push(name);
             }
         }
     }
+    assert!(
+        !exact_adaptive.is_empty(),
+        "no architecture gave bit-identical adaptive rows"
+    );
 }
 
 #[test]
@@ -440,13 +484,23 @@ fn guidance_runs_both_branches_in_one_forward_and_equals_separate_branches() {
 #[test]
 fn adaptive_budgets_stop_with_the_typed_error_or_fall_back() {
     let base = model("llama3-tied");
-    let path = random_path(&base, None, 31);
+    let path = gentle_path(&base, 31);
     let config = GenerationConfig::greedy(2);
-    let adaptive = DiffusionOptions::adaptive(Method::Dopri5, 1e-6, 1e-6);
+    // The average estimate: the `sample` estimator's velocity is random, which no error
+    // control can follow.
+    let adaptive = DiffusionOptions::adaptive(Method::Dopri5, 1e-4, 1e-4)
+        .with_x1_estimate(X1Estimate::Average);
     let g = Generator::new(&base, Some(&path), adaptive.clone()).unwrap();
     let (_, _, free) = diffusion_run(&g, &prompts(), &config);
     let needed = free.tokens[0].nfe.iter().copied().max().unwrap();
-    assert!(needed > 12, "the unbounded solve needed only {needed} evaluations");
+    println!(
+        "unbounded dopri5 at 1e-4: NFE per row {:?}",
+        free.tokens[0].nfe
+    );
+    assert!(
+        needed > 12,
+        "the unbounded solve needed only {needed} evaluations"
+    );
     assert!(free.tokens.iter().all(|t| t.accepted_steps > 0));
 
     let budget = 8;
@@ -462,7 +516,9 @@ fn adaptive_budgets_stop_with_the_typed_error_or_fall_back() {
         panic!("{err}")
     };
     match e.downcast_ref::<DiffusionGenerationError>() {
-        Some(DiffusionGenerationError::BudgetExceeded { row, max_nfe, nfe, .. }) => {
+        Some(DiffusionGenerationError::BudgetExceeded {
+            row, max_nfe, nfe, ..
+        }) => {
             assert_eq!((*row, *max_nfe), (0, budget));
             assert!(*nfe <= budget);
         }
@@ -494,7 +550,9 @@ fn stops_streaming_and_statistics_work_with_diffusion() {
     let g = Generator::new(&base, Some(&path), DiffusionOptions::fixed(2)).unwrap();
     let prompt = vec![vec![4u32, 8, 15, 16]];
     let free = g
-        .generate(None, &prompt, &GenerationConfig::greedy(6), |_| Flow::Continue)
+        .generate(None, &prompt, &GenerationConfig::greedy(6), |_| {
+            Flow::Continue
+        })
         .unwrap();
     let toks = &free.generation.sequences[0].tokens;
     assert_eq!(toks.len(), 6);
@@ -523,17 +581,28 @@ fn invalid_options_are_typed_errors() {
     let path = random_path(&base, None, 51);
     let with_classes = random_path(&base, Some(2), 52);
     let invalid = |options: DiffusionOptions, p: &DiffusionPath| {
-        Generator::new(&base, Some(p), options).unwrap_err().to_string()
+        Generator::new(&base, Some(p), options)
+            .unwrap_err()
+            .to_string()
     };
-    let e = invalid(DiffusionOptions::adaptive(Method::Midpoint, 1e-3, 1e-3), &path);
+    let e = invalid(
+        DiffusionOptions::adaptive(Method::Midpoint, 1e-3, 1e-3),
+        &path,
+    );
     assert!(e.contains("midpoint has no error estimate"), "{e}");
     let e = invalid(DiffusionOptions::adaptive(Method::Bosh3, -1.0, 1e-3), &path);
     assert!(e.contains("tolerances"), "{e}");
     let e = invalid(DiffusionOptions::fixed(3).with_guidance(0, 2.0), &path);
     assert!(e.contains("no guidance classes"), "{e}");
-    let e = invalid(DiffusionOptions::fixed(3).with_guidance(5, 2.0), &with_classes);
+    let e = invalid(
+        DiffusionOptions::fixed(3).with_guidance(5, 2.0),
+        &with_classes,
+    );
     assert!(e.contains("class 5 is outside 0..=2"), "{e}");
-    let e = invalid(DiffusionOptions::fixed(3).with_guidance(1, -2.0), &with_classes);
+    let e = invalid(
+        DiffusionOptions::fixed(3).with_guidance(1, -2.0),
+        &with_classes,
+    );
     assert!(e.contains("guidance"), "{e}");
     // A path built for another base.
     let other = model("qwen2-bias");

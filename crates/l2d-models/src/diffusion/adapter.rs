@@ -537,7 +537,7 @@ fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
     let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
     let mut text = canonical_json(&value);
     // safetensors pads the header with spaces to a multiple of 8 bytes.
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - header_len);

@@ -31,6 +31,20 @@ pub struct TimeConditioning {
     pub gate: Tensor<3>,
 }
 
+/// Per-position timesteps must be `[batch, n]`.
+fn check_timesteps(t: &Timesteps, b: usize, n: usize) -> Result<(), DiffusionError> {
+    if let Timesteps::PerPosition(tt) = t
+        && tt.dims() != [b, n]
+    {
+        return Err(DiffusionError::Shape {
+            tensor: "timesteps",
+            expected: format!("[{b}, {n}]"),
+            got: tt.dims().to_vec(),
+        });
+    }
+    Ok(())
+}
+
 /// The sizes of the base model a diffusion path was built for; checked before every forward.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BaseSummary {
@@ -547,6 +561,20 @@ impl DiffusionPath {
         })
     }
 
+    /// Every parameter cast to `dtype` (e.g. the base's bf16 for inference, as the reference
+    /// casts its whole model): the forwards then read the parameters as stored instead of
+    /// casting them at every evaluation. Training keeps f32 parameters.
+    pub fn cast(self, dtype: DType) -> Self {
+        struct Cast(DType);
+        impl ModuleMapper for Cast {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let dtype = self.0;
+                param.map(|t| if t.dtype() == dtype { t } else { t.cast(dtype) })
+            }
+        }
+        self.map(&mut Cast(dtype))
+    }
+
     /// The flow representations of tokens (the training targets `x1`), in the base dtype.
     ///
     /// # Shapes
@@ -656,10 +684,31 @@ impl DiffusionPath {
         t: &Timesteps,
         classes: Option<&ClassLabels>,
     ) -> Result<Tensor<3>, DiffusionError> {
+        self.check_inputs(base, context, &flow_state, t)?;
         let (b, n) = (context.batch(), context.queries());
-        let conditioning =
-            self.time_conditioning(base, t, classes, b, n, &flow_state.device())?;
+        let conditioning = self.time_conditioning(base, t, classes, b, n, &flow_state.device())?;
         self.hidden_conditioned(base, context, flow_state, t, &conditioning)
+    }
+
+    /// The base, flow state and timesteps against the context.
+    fn check_inputs(
+        &self,
+        base: &CausalLm,
+        context: &FlowContext,
+        flow_state: &Tensor<3>,
+        t: &Timesteps,
+    ) -> Result<(), DiffusionError> {
+        self.check_base(base)?;
+        let (b, n) = (context.batch(), context.queries());
+        let d = self.dims.flow_dim;
+        if flow_state.dims() != [b, n, d] {
+            return Err(DiffusionError::Shape {
+                tensor: "flow state",
+                expected: format!("[{b}, {n}, {d}] (batch, query positions, flow dim)"),
+                got: flow_state.dims().to_vec(),
+            });
+        }
+        check_timesteps(t, b, n)
     }
 
     /// Everything of the path that depends only on the time, the class labels and the
@@ -685,6 +734,7 @@ impl DiffusionPath {
         device: &Device,
     ) -> Result<TimeConditioning, DiffusionError> {
         self.check_base(base)?;
+        check_timesteps(t, batch, n)?;
         let dtype = base.dtype();
         let (c_t, c_0) = self.conditioning(t, classes, batch, n, device)?;
         let frozen_c0 = self
@@ -729,31 +779,19 @@ impl DiffusionPath {
         t: &Timesteps,
         conditioning: &TimeConditioning,
     ) -> Result<Tensor<3>, DiffusionError> {
-        self.check_base(base)?;
-        let (b, n) = (context.batch(), context.queries());
-        let d = self.dims.flow_dim;
-        if flow_state.dims() != [b, n, d] {
+        self.check_inputs(base, context, &flow_state, t)?;
+        if conditioning.layers.len() != self.layers.len() {
             return Err(DiffusionError::Shape {
-                tensor: "flow state",
-                expected: format!("[{b}, {n}, {d}] (batch, query positions, flow dim)"),
-                got: flow_state.dims().to_vec(),
-            });
-        }
-        if let Timesteps::PerPosition(tt) = t
-            && tt.dims() != [b, n]
-        {
-            return Err(DiffusionError::Shape {
-                tensor: "timesteps",
-                expected: format!("[{b}, {n}]"),
-                got: tt.dims().to_vec(),
-            });
-        }
-        if context.kv.len() != self.layers.len() || conditioning.layers.len() != self.layers.len()
-        {
-            return Err(DiffusionError::Shape {
-                tensor: "frozen key/value cache or time conditioning",
+                tensor: "time conditioning",
                 expected: format!("{} layers", self.layers.len()),
-                got: vec![context.kv.len(), conditioning.layers.len()],
+                got: vec![conditioning.layers.len()],
+            });
+        }
+        if context.kv.len() != self.layers.len() {
+            return Err(DiffusionError::Shape {
+                tensor: "frozen key/value cache",
+                expected: format!("{} layers", self.layers.len()),
+                got: vec![context.kv.len()],
             });
         }
         let dtype = base.dtype();

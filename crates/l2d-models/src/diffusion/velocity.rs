@@ -395,9 +395,12 @@ impl<'a> FlowVelocityField<'a> {
     ) -> Result<Tensor<3>, DiffusionError> {
         let sampled = temperature > 0.0 && self.estimation.estimator == X1Estimator::Sample;
         let Some(rngs) = self.row_rngs.as_mut().filter(|_| sampled) else {
-            return Ok(self
-                .estimation
-                .estimate(logits, &self.table, temperature, &mut self.rng)?);
+            return Ok(self.estimation.estimate(
+                logits,
+                &self.table,
+                temperature,
+                &mut self.rng,
+            )?);
         };
         let [rows, n, _] = logits.dims();
         let b = rngs.len();

@@ -87,7 +87,9 @@ use std::time::{Duration, Instant};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use l2d_core::{HostRng, TemperatureSchedule, X1Estimation, X1Estimator};
 use l2d_guidance::Guidance;
-use l2d_solvers::{AdaptiveController, EndpointPolicy, Method, Solver, SolverError, StepController};
+use l2d_solvers::{
+    AdaptiveController, EndpointPolicy, Method, Solver, SolverError, StepController,
+};
 
 use super::step::TokenStep;
 use super::{Flow, GenerationConfig, GenerationError, GenerationOutput, TokenEvent, generate};
@@ -253,8 +255,8 @@ pub struct DiffusionOptions {
     pub guidance: Option<GuidanceOptions>,
     /// Seed of the noise and of the `sample` estimator (see the module docs).
     pub seed: u64,
-    /// The ODE state's dtype (default: f64 as the reference where the device supports it,
-    /// else f32).
+    /// The ODE state's dtype (default: f64 as the reference on the CPU (`flex`), f32 on other
+    /// devices).
     pub state_dtype: Option<DType>,
     /// Answer evaluations at `t = 0` from the frozen pass (exact when the adapter preserves
     /// the frozen model at `t = 0`, as every released one does; ignored otherwise).
@@ -265,6 +267,11 @@ pub struct DiffusionOptions {
     pub endpoint: Option<EndpointPolicy>,
     /// Check each token's final flow state for NaN / infinity (one host read per token).
     pub check_finite: bool,
+    /// Smallest adaptive step, always accepted (default 0, torchdiffeq's). The velocity is
+    /// singular at `t = 1`; a field that is not contractive there (an untrained path) can
+    /// drive the step size to underflow just before it, which a positive minimum (e.g.
+    /// `1e-6`) prevents at the cost of error control over that last stretch.
+    pub adaptive_min_step: f64,
 }
 
 impl Default for DiffusionOptions {
@@ -300,6 +307,7 @@ impl DiffusionOptions {
             cache_conditioning: true,
             endpoint: None,
             check_finite: true,
+            adaptive_min_step: 0.0,
         }
     }
 
@@ -393,9 +401,7 @@ impl DiffusionOptions {
     pub fn nominal_nfe(&self) -> Option<usize> {
         match self.mode {
             DiffusionMode::Base | DiffusionMode::Fixed { steps: 0, .. } => Some(0),
-            DiffusionMode::Fixed { steps, method } => {
-                Some(steps * method.tableau().stages() + 1)
-            }
+            DiffusionMode::Fixed { steps, method } => Some(steps * method.tableau().stages() + 1),
             DiffusionMode::Adaptive { .. } => None,
         }
     }
@@ -533,6 +539,7 @@ impl<'m> Generator<'m> {
                     ));
                 }
                 AdaptiveController::new(rtol, atol)
+                    .with_step_bounds(options.adaptive_min_step, f64::INFINITY)
                     .validate()
                     .map_err(|e| invalid("tolerances", e.to_string()))?;
                 if max_nfe == Some(0) {
@@ -607,7 +614,8 @@ impl<'m> Generator<'m> {
                 }
                 d
             }
-            None if device.supports_dtype(DType::F64) => DType::F64,
+            // The reference's f64 on the CPU; GPU backends lack or emulate f64.
+            None if device == Device::flex() => DType::F64,
             None => DType::F32,
         };
         let fused = options.fused_first_evaluation
@@ -767,7 +775,10 @@ impl<'g> DiffusionStep<'g> {
     /// # Errors
     /// [`DiffusionGenerationError::Invalid`] if the flow dimension differs from the path's or
     /// there is no path.
-    pub fn with_initial_noise(mut self, noise: Tensor<3>) -> Result<Self, DiffusionGenerationError> {
+    pub fn with_initial_noise(
+        mut self,
+        noise: Tensor<3>,
+    ) -> Result<Self, DiffusionGenerationError> {
         let Some(path) = self.generator.path else {
             return Err(DiffusionGenerationError::Invalid {
                 field: "initial noise",
@@ -942,7 +953,8 @@ impl<'g> DiffusionStep<'g> {
                 TensorData::new(vec![g.class as i64; rows], [rows]),
                 &gen_.base.device(),
             );
-            field = field.with_validated_guidance(ClassLabels::PerSequence(labels), gen_.guidance)?;
+            field =
+                field.with_validated_guidance(ClassLabels::PerSequence(labels), gen_.guidance)?;
         }
         if cached {
             field = field.with_conditioning_cache(&self.cache);
@@ -995,8 +1007,10 @@ impl<'g> DiffusionStep<'g> {
                 on_budget,
             } => {
                 let times = [0.0, final_time];
+                let controller = AdaptiveController::new(rtol, atol)
+                    .with_step_bounds(gen_.options.adaptive_min_step, f64::INFINITY);
                 let mut solver = Solver::new(method)
-                    .with_tolerances(rtol, atol)
+                    .with_controller(StepController::Adaptive(controller))
                     .with_check_finite(false);
                 if let Some(m) = max_nfe {
                     solver = solver.with_max_nfe(m);
@@ -1056,8 +1070,7 @@ impl<'g> DiffusionStep<'g> {
     }
 
     fn check_finite(&self, x: &Tensor<3>) -> Result<(), DiffusionGenerationError> {
-        if self.generator.options.check_finite
-            && !x.clone().is_finite().all().into_scalar::<bool>()
+        if self.generator.options.check_finite && !x.clone().is_finite().all().into_scalar::<bool>()
         {
             return Err(DiffusionGenerationError::NonFinite { token: self.token });
         }
