@@ -1,7 +1,9 @@
 //! One training step on the `llama-tiny` reference fixture (weights and the `loss` case's
 //! noise and timesteps, produced by the authors' code): the training pipeline's loss equals
 //! the reference loss, no frozen tensor gets a gradient, every diffusion-path tensor gets a
-//! finite non-zero one, and the optimizer holds state for exactly the diffusion path.
+//! finite non-zero one, and the optimizer holds state for exactly the diffusion path. On
+//! `llama-tiny` and `qwen2-tiny`, every diffusion-path gradient equals the one the authors'
+//! code computes (`scripts/make_grad_reference.py`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,10 @@ use l2d_train::data::{TokenizedExample, collate};
 use l2d_train::optim::{AdamW, AdamWConfig, GradientBuffer, parameter_names};
 use l2d_train::step::{MicroNoise, forward_backward, loss_inputs, trainable};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/reference/llama-tiny")
+fn fixture_named(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/reference")
+        .join(name)
 }
 
 /// `(shape, values)` of every tensor of a safetensors file, as f64.
@@ -47,7 +51,11 @@ fn read_cases(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
 }
 
 fn load(device: &Device) -> (CausalLm, DiffusionPath) {
-    let dir = fixture();
+    load_named("llama-tiny", device)
+}
+
+fn load_named(name: &str, device: &Device) -> (CausalLm, DiffusionPath) {
+    let dir = fixture_named(name);
     let config = ModelConfig::from_file(dir.join("config.json")).unwrap();
     let source = SafetensorsSource::open(dir.join("base.safetensors")).unwrap();
     let base = CausalLm::load(&source, &config, device, DType::F32).unwrap();
@@ -107,7 +115,11 @@ struct LossCase {
 }
 
 fn loss_case() -> LossCase {
-    let cases = read_cases(&fixture().join("cases.safetensors"));
+    loss_case_named("llama-tiny")
+}
+
+fn loss_case_named(name: &str) -> LossCase {
+    let cases = read_cases(&fixture_named(name).join("cases.safetensors"));
     let (shape, ids) = cases["loss.input_ids"].clone();
     LossCase {
         ids: ids.iter().map(|&x| x as i64).collect(),
@@ -308,4 +320,97 @@ fn weight_decay_exclusions_are_exactly_the_biases() {
         }
     }
     assert!(names.iter().any(|n| n.0.ends_with("bias")));
+}
+
+/// The reference loss through the path, with the reference's own (unshifted) alignment and
+/// the case's noise and timesteps.
+fn reference_loss_inputs(case: &LossCase, device: &Device) -> LossInputs {
+    let (b, s) = (case.b, case.s);
+    LossInputs {
+        input_ids: Tensor::<2, Int>::from_data(TensorData::new(case.ids.clone(), [b, s]), device),
+        labels: Tensor::<2, Int>::from_data(TensorData::new(case.labels.clone(), [b, s]), device),
+        alignment: LabelAlignment::Unshifted,
+        timesteps: Some(Tensor::from_data(
+            TensorData::new(case.timesteps.clone(), [b, s]),
+            device,
+        )),
+        noise: Some(Tensor::from_data(
+            TensorData::new(case.noise.1.clone(), case.noise.0.clone()),
+            device,
+        )),
+        class_labels: None,
+        options: ForwardOptions::default(),
+    }
+}
+
+/// Every parameter of `path` replaced by its gradient (zero where it has none), so that
+/// [`DiffusionPath::reference_tensors`] names and lays the gradients out as the reference.
+fn gradients_as_path(path: &DiffusionPath, grads: &burn::tensor::Gradients) -> DiffusionPath {
+    struct ToGrad<'a>(&'a burn::tensor::Gradients);
+    impl burn::module::ModuleMapper for ToGrad<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (id, t, mapper) = param.consume();
+            let g = t.grad(self.0).unwrap_or_else(|| t.inner().zeros_like());
+            Param::from_mapped_value(id, g, mapper)
+        }
+    }
+    path.clone().map(&mut ToGrad(grads))
+}
+
+/// The gradient of the training loss on every diffusion-path tensor equals the authors'
+/// code's (`scripts/make_grad_reference.py` replays the `loss` case through the reference's
+/// own training forward and backpropagates it), for both architectures: a loss that matches
+/// but trains differently would show here.
+#[test]
+fn gradients_match_the_reference_code_on_every_diffusion_tensor() {
+    let device = Device::flex();
+    for name in ["llama-tiny", "qwen2-tiny"] {
+        let case = loss_case_named(name);
+        let (base, path) = load_named(name, &device);
+        let path = trainable(path, &device);
+        let out = path
+            .loss(&base, reference_loss_inputs(&case, &device), None)
+            .unwrap();
+        let grads = out.loss.backward();
+        let ours = gradients_as_path(&path, &grads).reference_tensors();
+        let reference = read_cases(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/reference-grads")
+                .join(format!("{name}.safetensors")),
+        );
+        assert_eq!(
+            ours.len() + 1,
+            reference.len(),
+            "{name}: every reference gradient (and the loss) is compared"
+        );
+        let mut worst = (0.0f64, String::new());
+        for (key, data) in &ours {
+            let (shape, want) = reference
+                .get(key)
+                .unwrap_or_else(|| panic!("{name}: no reference gradient for {key}"));
+            assert_eq!(&data.shape().to_vec(), shape, "{name} {key}");
+            let got: Vec<f32> = data.clone().convert::<f32>().try_to_vec().unwrap();
+            let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+            let diff = got
+                .iter()
+                .zip(want)
+                .fold(0f64, |m, (g, w)| m.max((f64::from(*g) - w).abs()));
+            // Relative to the tensor's largest gradient; an all-zero reference gradient must
+            // be all zero here too.
+            let rel = if scale > 0.0 { diff / scale } else { diff };
+            assert!(
+                rel < 1e-4,
+                "{name} {key}: gradient differs by {rel:.3e} (largest |g| {scale:.3e})"
+            );
+            if rel > worst.0 {
+                worst = (rel, key.clone());
+            }
+        }
+        println!(
+            "{name}: {} gradients match the reference; worst {:.2e} at {}",
+            ours.len(),
+            worst.0,
+            worst.1
+        );
+    }
 }
