@@ -75,68 +75,18 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// # Errors
 /// [`TrainError::Io`] naming the file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainError::io("write", path, e)
-    })
-}
-
-struct Raw {
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl safetensors::View for &Raw {
-    fn dtype(&self) -> safetensors::Dtype {
-        safetensors::Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
+    l2d_models::weights::write_atomically(path, bytes).map_err(|e| TrainError::io("write", path, e))
 }
 
 /// Serialises the optimizer state (f32 moments by name, the update count in the metadata).
 fn optimizer_bytes(adam: &AdamW, path: &Path) -> Result<Vec<u8>> {
     let (tensors, steps) = adam.to_tensors();
-    let raws: Vec<(String, Raw)> = tensors
-        .into_iter()
-        .map(|(name, data)| {
-            let shape = data.shape().to_vec();
-            let values: Vec<f32> = data
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
-            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, Raw { shape, bytes })
-        })
-        .collect();
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), OPTIMIZER_FORMAT.to_string());
     meta.insert("steps".to_string(), steps.to_string());
-    safetensors::serialize(raws.iter().map(|(k, v)| (k.as_str(), v)), Some(meta)).map_err(|e| {
-        TrainError::Checkpoint {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
+    l2d_models::weights::serialize_f32(tensors, meta).map_err(|e| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     })
 }
 

@@ -18,8 +18,8 @@
 //! [`load_reference_model`] builds both the base and the path from it).
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::Linear;
@@ -35,7 +35,9 @@ use crate::config::ModelConfig;
 use crate::decoder::CausalLm;
 use crate::l2d_config::L2dConfig;
 use crate::loading::expected_tensors;
-use crate::weights::{SafetensorsSource, WeightError, WeightSource};
+use crate::weights::{
+    SafetensorsSource, WeightError, WeightSource, serialize_f32, write_atomically,
+};
 
 /// The `format` value of an L2D adapter's metadata.
 pub const ADAPTER_FORMAT: &str = "l2d-adapter";
@@ -244,27 +246,6 @@ fn walk_projection<'a>(f: Visit<'a, '_>, key: &str, p: &'a FlowProjection) {
     }
 }
 
-/// A float32 tensor for safetensors' writer.
-struct RawTensor {
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl safetensors::View for &RawTensor {
-    fn dtype(&self) -> safetensors::Dtype {
-        safetensors::Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
 impl DiffusionPath {
     /// Visits every parameter with its reference key (`model.layers.3.self_attn.flow_q_proj.A`),
     /// in the module's own parameter order.
@@ -340,19 +321,6 @@ impl DiffusionPath {
             path: path.to_path_buf(),
             reason,
         };
-        let tensors: Vec<(String, RawTensor)> = self
-            .reference_tensors()
-            .into_iter()
-            .map(|(k, data)| {
-                let shape = data.shape().to_vec();
-                let values: Vec<f32> = data
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_default();
-                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (k, RawTensor { shape, bytes })
-            })
-            .collect();
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), ADAPTER_FORMAT.to_string());
         meta.insert("format_version".to_string(), "1".to_string());
@@ -371,10 +339,9 @@ impl DiffusionPath {
         meta.insert("base_fingerprint".to_string(), base_fingerprint(base));
         meta.insert("num_parameters".to_string(), self.num_params().to_string());
         let bytes =
-            safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
-                .map_err(|e| write_err(e.to_string()))?;
+            serialize_f32(self.reference_tensors(), meta).map_err(|e| write_err(e.to_string()))?;
         let bytes = canonical_header(bytes).map_err(write_err)?;
-        write_atomically(path, &bytes).map_err(write_err)
+        write_atomically(path, &bytes).map_err(|e| write_err(e.to_string()))
     }
 
     /// Loads an adapter file for `base`: an L2D adapter (configuration, base sizes and
@@ -568,29 +535,4 @@ fn canonical_json(value: &serde_json::Value) -> String {
         }
         other => other.to_string(),
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| "not a file path".to_string())?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.to_string());
-    }
-    Ok(())
 }

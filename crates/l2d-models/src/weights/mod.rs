@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use burn::tensor::TensorData;
 
 mod safetensors;
+mod write;
 pub use self::safetensors::{INDEX_FILE, SINGLE_FILE, SafetensorsSource};
+pub use self::write::{serialize_f32, write_atomically};
 
 /// Errors raised while reading weights. Every variant names the tensor and/or file.
 #[derive(Debug, thiserror::Error)]
