@@ -121,22 +121,15 @@ pub fn forward_backward(
     let loss = f64::from(out.loss.clone().into_scalar::<f32>());
     let scored = out.scored_count.clone().into_scalar::<f32>() as usize;
     let token_losses = {
-        let t = out
-            .timesteps
-            .clone()
-            .inner()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
-        let l = out
-            .token_losses
-            .clone()
-            .inner()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
+        let host = |t: Tensor<2>| {
+            t.inner()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+        };
+        let t = host(out.timesteps.clone());
+        let l = host(out.token_losses.clone());
         let m = out
             .scored
             .clone()
