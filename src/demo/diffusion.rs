@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::AdamWConfig;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 use l2d_core::HostRng;
@@ -254,16 +254,8 @@ pub fn train_diffusion(
             &plain,
         );
         let loss = answer_diffusion_loss(&path, base, batch.inputs, batch.answers, noise)?;
-        let value = loss.clone().into_scalar::<f32>();
-        if !value.is_finite() {
-            return Err(DemoError::NonFiniteLoss {
-                phase: "diffusion",
-                step,
-                loss: value,
-            });
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &path);
-        path = optim.step(config.lr, path, grads);
+        let value;
+        (path, value) = super::descend("diffusion", step, loss, path, &mut optim, config.lr)?;
         losses.push(value);
         on_step(step, value);
     }

@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use burn::module::{LoraAdapter, Module, ModuleVisitor, Param, Reparameterizer};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::AdamWConfig;
 use burn::tensor::{Device, Tensor, TensorData};
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::CausalLm;
@@ -421,16 +421,8 @@ pub fn train_lora(
     for step in 0..config.steps {
         let batch = task.train_batch(config.batch_size, &mut rng, &train_device);
         let loss = answer_loss(model.forward(batch.inputs, None), batch.answers);
-        let value = loss.clone().into_scalar::<f32>();
-        if !value.is_finite() {
-            return Err(DemoError::NonFiniteLoss {
-                phase: "lora",
-                step,
-                loss: value,
-            });
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(config.lr, model, grads);
+        let value;
+        (model, value) = super::descend("lora", step, loss, model, &mut optim, config.lr)?;
         losses.push(value);
         on_step(step, value);
     }

@@ -149,3 +149,29 @@ impl TinyLlama {
         )?)
     }
 }
+
+/// One step of a demo training loop: reads the loss (one host read), refuses a non-finite one
+/// naming `phase` and `step`, backpropagates it and lets `optim` update `module` at `lr`.
+/// Returns the updated module and the loss.
+///
+/// # Errors
+/// [`DemoError::NonFiniteLoss`].
+fn descend<M: burn::module::Module>(
+    phase: &'static str,
+    step: usize,
+    loss: burn::tensor::Tensor<1>,
+    module: M,
+    optim: &mut burn::optim::ModuleOptimizer,
+    lr: f64,
+) -> Result<(M, f32), DemoError> {
+    let value = loss.clone().into_scalar::<f32>();
+    if !value.is_finite() {
+        return Err(DemoError::NonFiniteLoss {
+            phase,
+            step,
+            loss: value,
+        });
+    }
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &module);
+    Ok((optim.step(lr, module, grads), value))
+}

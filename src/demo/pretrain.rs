@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::AdamWConfig;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Device, Int, Tensor};
 use l2d_models::decoder::CausalLm;
@@ -116,16 +116,8 @@ pub fn pretrain(
     for step in 0..config.steps {
         let batch = task.train_batch(config.batch_size, &mut rng, &train_device);
         let loss = answer_loss(model.forward(batch.inputs, None), batch.answers);
-        let value = loss.clone().into_scalar::<f32>();
-        if !value.is_finite() {
-            return Err(DemoError::NonFiniteLoss {
-                phase: "pretrain",
-                step,
-                loss: value,
-            });
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(config.lr, model, grads);
+        let value;
+        (model, value) = super::descend("pretrain", step, loss, model, &mut optim, config.lr)?;
         losses.push(value);
         on_step(step, value);
     }
