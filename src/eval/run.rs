@@ -86,28 +86,7 @@ fn parse_setting(s: &str) -> Result<Setting, String> {
 /// # Errors
 /// [`EvalError::Invalid`] naming the field `device` for an unknown or not-compiled backend.
 pub fn parse_device(name: &str) -> Result<Device, EvalError> {
-    match name {
-        "cpu" | "flex" => Ok(Device::flex()),
-        #[cfg(feature = "vulkan")]
-        "vulkan" => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        other => Err(EvalError::invalid(
-            "device",
-            format!(
-                "{other:?} is not available in this build (cpu{}{}{})",
-                if cfg!(feature = "vulkan") {
-                    ", vulkan"
-                } else {
-                    ""
-                },
-                if cfg!(feature = "wgpu") { ", wgpu" } else { "" },
-                if cfg!(feature = "cuda") { ", cuda" } else { "" },
-            ),
-        )),
-    }
+    l2d_core::device_by_name(name).map_err(|e| EvalError::invalid("device", e.to_string()))
 }
 
 /// The dtype named `name` (`f32`, `bf16`, `f16`).

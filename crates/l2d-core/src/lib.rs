@@ -67,6 +67,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod device;
 pub mod error;
 pub mod flow_repr;
 pub mod input_norm;
@@ -79,6 +80,7 @@ pub mod timestep;
 pub mod velocity;
 pub mod x1_estimate;
 
+pub use device::{UnknownDevice, available_devices, device_by_name};
 pub use error::{Error, Result};
 pub use flow_repr::{Rescaling, normalize_flow_representation};
 pub use input_norm::InputNormalization;

@@ -34,24 +34,7 @@ const CONTEXT: usize = 256;
 const SIZES: [&str; 2] = ["smollm2-135m", "llama-3.2-1b"];
 
 fn model_config(size: &str) -> ModelConfig {
-    let json = match size {
-        "smollm2-135m" => {
-            r#"{"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
-            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
-            "head_dim": 64, "vocab_size": 49152, "tie_word_embeddings": true,
-            "rope_theta": 100000.0, "rms_norm_eps": 1e-5, "max_position_embeddings": 8192}"#
-        }
-        "llama-3.2-1b" => {
-            r#"{"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
-            "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
-            "head_dim": 64, "vocab_size": 128256, "tie_word_embeddings": true,
-            "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "max_position_embeddings": 131072,
-            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#
-        }
-        other => panic!("unknown size {other}"),
-    };
-    ModelConfig::from_json_str(json).expect("valid config")
+    l2d_models::presets::preset(size).expect("a preset size")
 }
 
 /// A model, its diffusion path and a cache of `CONTEXT` positions.

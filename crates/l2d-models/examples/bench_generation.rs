@@ -106,45 +106,13 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-fn device(name: &str) -> Result<Device, String> {
-    match name {
-        "flex" | "cpu" => Ok(Device::flex()),
-        #[cfg(feature = "vulkan")]
-        "vulkan" => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        other => Err(format!(
-            "device {other:?} is not compiled in (build with --features {other}, one of \
-             vulkan, wgpu, cuda)"
-        )),
-    }
-}
-
 fn model_config(size: &str) -> Result<ModelConfig, String> {
-    let json = match size {
-        "smollm2-135m" => {
-            r#"{"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
-            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
-            "head_dim": 64, "vocab_size": 49152, "tie_word_embeddings": true,
-            "rope_theta": 100000.0, "rms_norm_eps": 1e-5, "max_position_embeddings": 8192}"#
-        }
-        "llama-3.2-1b" => {
-            r#"{"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
-            "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
-            "head_dim": 64, "vocab_size": 128256, "tie_word_embeddings": true,
-            "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "max_position_embeddings": 131072,
-            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#
-        }
-        other => {
-            return Err(format!(
-                "unknown size {other:?} (smollm2-135m, llama-3.2-1b)"
-            ));
-        }
-    };
-    ModelConfig::from_json_str(json).map_err(|e| e.to_string())
+    l2d_models::presets::preset(size).ok_or_else(|| {
+        format!(
+            "unknown size {size:?} ({})",
+            l2d_models::presets::PRESETS.join(", ")
+        )
+    })
 }
 
 /// Median and minimum seconds of `iters` runs after `warmup`, synchronising the device.
@@ -174,7 +142,7 @@ fn to_f32(t: Tensor<2>) -> Vec<f32> {
 }
 
 fn run(a: &Args, size: &str) -> Result<(), String> {
-    let device = device(&a.device)?;
+    let device = l2d_core::device_by_name(&a.device).map_err(|e| e.to_string())?;
     let config = model_config(size)?;
     let model = CausalLm::random(&config, &device, a.dtype, 0);
     let path = DiffusionPath::init(&L2dConfig::default(), &model, 0)

@@ -9,29 +9,15 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use l2d_models::config::ModelConfig;
 use l2d_models::diffusion::{DiffusionPath, diffusion_param_count};
 use l2d_models::l2d_config::L2dConfig;
+use l2d_models::presets::preset as preset_config;
 
+/// Display names of the presets counted.
 const MODELS: [(&str, &str); 3] = [
-    (
-        "Llama-3.2-1B",
-        r#"{"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
-            "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
-            "head_dim": 64, "vocab_size": 128256, "tie_word_embeddings": true}"#,
-    ),
-    (
-        "Qwen2.5-1.5B",
-        r#"{"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
-            "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-            "vocab_size": 151936, "tie_word_embeddings": true}"#,
-    ),
-    (
-        "SmolLM2-135M",
-        r#"{"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
-            "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
-            "vocab_size": 49152, "tie_word_embeddings": true}"#,
-    ),
+    ("Llama-3.2-1B", "llama-3.2-1b"),
+    ("Qwen2.5-1.5B", "qwen2.5-1.5b"),
+    ("SmolLM2-135M", "smollm2-135m"),
 ];
 
 fn millions(n: usize) -> String {
@@ -49,8 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.flow_representation_dim.unwrap_or_default(),
         config.timestep_modulation_hidden_size.unwrap_or_default()
     );
-    for (name, json) in MODELS {
-        let base = ModelConfig::from_json_str(json)?;
+    for (name, preset) in MODELS {
+        let base = preset_config(preset).ok_or("unknown preset")?;
         let count = diffusion_param_count(&config, &base)?;
         let path = DiffusionPath::init_without_base(&config, &base, &device, 0)?;
         let built = path.num_params();

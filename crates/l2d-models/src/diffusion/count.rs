@@ -46,12 +46,9 @@ fn mlp(sizes: &[usize]) -> usize {
 /// (equal to `num_params()` of the built path).
 ///
 /// ```
-/// use l2d_models::{config::ModelConfig, diffusion::diffusion_param_count, l2d_config::L2dConfig};
+/// use l2d_models::{diffusion::diffusion_param_count, l2d_config::L2dConfig, presets::preset};
 /// // Llama-3.2-1B sizes at the released configuration: the paper's 73M.
-/// let base = ModelConfig::from_json_str(r#"{"model_type": "llama", "hidden_size": 2048,
-///     "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-///     "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,
-///     "tie_word_embeddings": true}"#)?;
+/// let base = preset("llama-3.2-1b").unwrap();
 /// let count = diffusion_param_count(&L2dConfig::default(), &base)?;
 /// assert_eq!(count.total(), 73_344_256);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
