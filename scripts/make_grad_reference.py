@@ -16,23 +16,17 @@ Run (torch, transformers 4.46.3, torchdiffeq 0.2.5, safetensors, a checkout of S
 """
 
 import json
-import os
 import sys
-import types
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = os.environ.get("L2D_REFERENCE_SRC")
-if not SRC:
-    sys.exit("set L2D_REFERENCE_SRC to a checkout of SakanaAI/L2D")
-sys.modules.setdefault("hydra", types.ModuleType("hydra"))
-_omegaconf = types.ModuleType("omegaconf")
-_omegaconf.DictConfig = dict
-sys.modules.setdefault("omegaconf", _omegaconf)
-sys.path.insert(0, SRC)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_code import add_reference_to_path  # noqa: E402
+
+add_reference_to_path()
 
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402

@@ -25,23 +25,17 @@ SakanaAI/L2D; hydra/omegaconf are imported but unused by the model code, so they
 """
 
 import json
-import os
 import sys
-import types
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = os.environ.get("L2D_REFERENCE_SRC")
-if not SRC:
-    sys.exit("set L2D_REFERENCE_SRC to a checkout of SakanaAI/L2D")
-sys.modules.setdefault("hydra", types.ModuleType("hydra"))
-_omegaconf = types.ModuleType("omegaconf")
-_omegaconf.DictConfig = dict
-sys.modules.setdefault("omegaconf", _omegaconf)
-sys.path.insert(0, SRC)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_code import add_reference_to_path  # noqa: E402
+
+add_reference_to_path()
 
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from flow_llms.llama import FlowLlamaForCausalLM  # noqa: E402
