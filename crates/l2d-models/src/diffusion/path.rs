@@ -89,48 +89,22 @@ impl BaseSummary {
     /// # Errors
     /// [`DiffusionError::BaseMismatch`] naming the field.
     pub fn check(&self, other: &BaseSummary) -> Result<(), DiffusionError> {
-        let pairs: [(&'static str, String, String); 8] = [
-            (
-                "model_type",
-                self.model_type.clone(),
-                other.model_type.clone(),
-            ),
-            (
-                "hidden_size",
-                self.hidden_size.to_string(),
-                other.hidden_size.to_string(),
-            ),
-            (
-                "intermediate_size",
-                self.intermediate_size.to_string(),
-                other.intermediate_size.to_string(),
-            ),
-            (
-                "num_hidden_layers",
-                self.num_hidden_layers.to_string(),
-                other.num_hidden_layers.to_string(),
-            ),
-            (
-                "num_attention_heads",
-                self.num_attention_heads.to_string(),
-                other.num_attention_heads.to_string(),
-            ),
-            (
-                "num_key_value_heads",
-                self.num_key_value_heads.to_string(),
-                other.num_key_value_heads.to_string(),
-            ),
-            (
-                "head_dim",
-                self.head_dim.to_string(),
-                other.head_dim.to_string(),
-            ),
-            (
-                "vocab_size",
-                self.vocab_size.to_string(),
-                other.vocab_size.to_string(),
-            ),
-        ];
+        // Each field under its own name, so the message names exactly what differs.
+        macro_rules! fields {
+            ($($f:ident),*) => {
+                [$((stringify!($f), self.$f.to_string(), other.$f.to_string())),*]
+            };
+        }
+        let pairs = fields!(
+            model_type,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            vocab_size
+        );
         for (field, path, base) in pairs {
             if path != base {
                 return Err(DiffusionError::BaseMismatch { field, path, base });
