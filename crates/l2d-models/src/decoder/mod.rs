@@ -159,8 +159,12 @@ impl CausalLm {
     }
 
     /// A model with random weights (normal, std 0.02; norms 1; biases 0.02-normal) of the
-    /// given dtype, for benchmarks and tests. `seed` seeds `device`'s generator.
+    /// given dtype, for benchmarks and tests. `seed` seeds `device`'s generator, which is held
+    /// for the whole draw: models built at once in several threads each get the weights of
+    /// their own seed (other draws from that generator outside this function are not held).
     pub fn random(config: &ModelConfig, device: &Device, dtype: DType, seed: u64) -> Self {
+        static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _held = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(seed);
         let n = |shape: [usize; 2]| {
             Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.02), (device, dtype))
