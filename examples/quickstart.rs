@@ -81,6 +81,20 @@ struct Args {
     /// `--save-adapter` of a run with the same seed and base settings).
     #[arg(long)]
     load_adapter: Option<PathBuf>,
+    /// Use the model of this Hugging Face folder as the frozen base instead of training one
+    /// (e.g. the base `scripts/toy_reference.py` trained with the authors' code).
+    #[arg(long)]
+    base_in: Option<PathBuf>,
+    /// Write the frozen base to this folder as a Hugging Face model.
+    #[arg(long)]
+    base_out: Option<PathBuf>,
+    /// Start the diffusion path from the weights of this file instead of the seeded
+    /// initialisation (an adapter, or the authors' key names).
+    #[arg(long)]
+    path_init: Option<PathBuf>,
+    /// Write the diffusion path's initial weights (the authors' key names) to this file.
+    #[arg(long)]
+    path_init_out: Option<PathBuf>,
     /// Save the trained diffusion path as an adapter file.
     #[arg(long)]
     save_adapter: Option<PathBuf>,
@@ -133,6 +147,10 @@ fn main() -> Result<()> {
     config.average_at_temperature_one = !args.no_average;
     config.analysis = args.analysis;
     config.adapter_in = args.load_adapter;
+    config.base_in = args.base_in;
+    config.base_out = args.base_out;
+    config.diffusion.init_from = args.path_init;
+    config.diffusion.init_out = args.path_init_out;
     config.adapter_out = args.save_adapter;
     config.adaptive = match args.adaptive.as_str() {
         "none" => None,

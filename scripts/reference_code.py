@@ -4,6 +4,7 @@
 modules but unused by the model code, so they are stubbed rather than installed.
 """
 
+import importlib.machinery
 import os
 import sys
 import types
@@ -14,8 +15,12 @@ def add_reference_to_path():
     src = os.environ.get("L2D_REFERENCE_SRC")
     if not src:
         sys.exit("set L2D_REFERENCE_SRC to a checkout of SakanaAI/L2D")
-    sys.modules.setdefault("hydra", types.ModuleType("hydra"))
+    hydra = types.ModuleType("hydra")
     omegaconf = types.ModuleType("omegaconf")
     omegaconf.DictConfig = dict
-    sys.modules.setdefault("omegaconf", omegaconf)
+    for stub in (hydra, omegaconf):
+        # A spec, so that importers that scan sys.modules (torch._dynamo, on an optimizer's
+        # first use) accept the stubs.
+        stub.__spec__ = importlib.machinery.ModuleSpec(stub.__name__, None)
+        sys.modules.setdefault(stub.__name__, stub)
     sys.path.insert(0, src)

@@ -1,12 +1,9 @@
-//! The demo's diffusion path: its loss on the answer positions against the path's own loss,
-//! that training reduces it (deterministically), and that the evaluation through the
-//! diffusion `Generator` reproduces the base model exactly for a fresh (gated-off) path.
+//! The demo's diffusion path: its training examples score the answer digits only, training
+//! reduces the loss (deterministically), and the evaluation through the diffusion `Generator`
+//! reproduces the base model exactly for a fresh (gated-off) path.
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use l2d::demo::diffusion::{
-    AnswerNoise, answer_diffusion_loss, diffusion_answers, diffusion_exact_match,
-    sample_answer_noise,
-};
+use l2d::demo::diffusion::{diffusion_answers, diffusion_exact_match};
 use l2d::demo::lora::ToyDiffusionPath;
 use l2d::demo::{
     AdditionTask, DiffusionTrainConfig, PretrainConfig, TinyLlama, greedy_answers, pretrain,
@@ -14,10 +11,11 @@ use l2d::demo::{
 };
 use l2d_core::HostRng;
 use l2d_models::decoder::CausalLm;
-use l2d_models::diffusion::{DiffusionPath, LossInputs, diffusion_param_count};
+use l2d_models::diffusion::{DiffusionPath, diffusion_param_count};
 use l2d_models::generation::DiffusionOptions;
-use l2d_models::l2d_config::LabelAlignment;
 use l2d_solvers::Method;
+use l2d_train::data::collate;
+use l2d_train::step::{loss_inputs, sample_noise};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -62,80 +60,28 @@ fn the_toy_configuration_builds_the_toy_references_path() {
 }
 
 #[test]
-fn answer_loss_equals_the_paths_loss_with_the_prompt_ignored() {
-    let device = Device::flex();
+fn the_tasks_training_examples_score_exactly_the_answer_digits() {
     let task = AdditionTask::new(3).unwrap();
-    let base = CausalLm::random(&tiny().model_config().unwrap(), &device, DType::F32, 1);
-    let path = DiffusionPath::init(&tiny_path().l2d_config(), &base, 2)
-        .unwrap()
-        .with_random_parameters(3, 0.2);
-    let batch = task.train_batch(5, &mut ChaCha8Rng::seed_from_u64(4), &device);
-    let [b, s] = batch.inputs.dims();
-    let len = task.answer_len();
-    let d = path.flow_dim();
-    let noise = sample_answer_noise(&path, b, len, &mut HostRng::new(5), &device);
-
-    // The same draws laid out over the whole sequence; prompt positions get other values,
-    // which must not matter since they are not scored.
-    let prompt = s - len;
-    let timesteps = Tensor::cat(
-        vec![
-            Tensor::<2>::full([b, prompt], 0.37, &device),
-            noise.timesteps.clone(),
-        ],
-        1,
-    );
-    let full_noise = Tensor::cat(
-        vec![
-            Tensor::<3>::ones([b, prompt, d], &device),
-            noise.noise.clone(),
-        ],
-        1,
-    );
-    let answers: Vec<i64> = batch.answers.clone().into_data().iter::<i64>().collect();
-    let mut labels = vec![-100i64; b * s];
-    for r in 0..b {
-        labels[r * s + prompt..(r + 1) * s].copy_from_slice(&answers[r * len..(r + 1) * len]);
+    let problems: Vec<_> = (0..5)
+        .map(|_| task.sample_train(&mut ChaCha8Rng::seed_from_u64(4)))
+        .chain([l2d::demo::Problem { a: 999, b: 1 }])
+        .collect();
+    let batch = task.batch(&problems, &Device::flex());
+    let inputs: Vec<i64> = batch.inputs.into_data().iter::<i64>().collect();
+    let answers: Vec<i64> = batch.answers.into_data().iter::<i64>().collect();
+    let (s, len, prompt) = (task.seq_len() - 1, task.answer_len(), task.prompt_len());
+    for (r, e) in task.examples(&problems).iter().enumerate() {
+        let ids: Vec<i64> = e.input_ids.iter().map(|&t| i64::from(t)).collect();
+        assert_eq!(ids, inputs[r * s..(r + 1) * s]);
+        // Shifted labels: position j predicts token j + 1; only the answer digits count.
+        assert!(e.labels[..prompt - 1].iter().all(|&l| l == -100));
+        assert_eq!(e.labels[prompt - 1..], answers[r * len..(r + 1) * len]);
     }
-    let labels = Tensor::<2, Int>::from_data(TensorData::new(labels, [b, s]), &device);
-    let reference = path
-        .loss(
-            &base,
-            LossInputs {
-                alignment: LabelAlignment::Shifted,
-                timesteps: Some(timesteps),
-                noise: Some(full_noise),
-                ..LossInputs::new(batch.inputs.clone(), labels)
-            },
-            None,
-        )
-        .unwrap()
-        .loss
-        .into_scalar::<f32>();
-    let ours = answer_diffusion_loss(&path, &base, batch.inputs, batch.answers, noise)
-        .unwrap()
-        .into_scalar::<f32>();
-    assert!(
-        (ours - reference).abs() < 1e-5 * reference.abs().max(1.0),
-        "{ours} vs {reference}"
+    // 999 + 1 = 1000: the answer digits are 1, 0, 0, 0.
+    assert_eq!(
+        task.examples(&problems)[5].labels[prompt - 1..],
+        [1, 0, 0, 0]
     );
-    // A random path at random weights is far from chance: the check is not trivial.
-    assert!(reference > 0.5, "{reference}");
-}
-
-#[test]
-fn answer_loss_rejects_answers_longer_than_the_sequence() {
-    let device = Device::flex();
-    let base = CausalLm::random(&tiny().model_config().unwrap(), &device, DType::F32, 1);
-    let path = DiffusionPath::init(&tiny_path().l2d_config(), &base, 2).unwrap();
-    let inputs = Tensor::<2, Int>::zeros([2, 3], &device);
-    let answers = Tensor::<2, Int>::zeros([2, 4], &device);
-    let noise = AnswerNoise {
-        timesteps: Tensor::zeros([2, 4], &device),
-        noise: Tensor::zeros([2, 4, path.flow_dim()], &device),
-    };
-    let err = answer_diffusion_loss(&path, &base, inputs, answers, noise).unwrap_err();
-    assert!(err.to_string().contains("answers"), "{err}");
 }
 
 /// The answer loss of `path` on a fixed batch with fixed draws: `t` uniform per position, or
@@ -147,14 +93,17 @@ fn held_out_loss(
     fixed_t: Option<f32>,
 ) -> f32 {
     let device = Device::flex();
-    let batch = task.train_batch(256, &mut ChaCha8Rng::seed_from_u64(99), &device);
-    let mut noise =
-        sample_answer_noise(path, 256, task.answer_len(), &mut HostRng::new(98), &device);
+    let mut data = ChaCha8Rng::seed_from_u64(99);
+    let problems: Vec<_> = (0..256).map(|_| task.sample_train(&mut data)).collect();
+    let examples = task.examples(&problems);
+    let batch = collate(&examples.iter().collect::<Vec<_>>(), 0, &device);
+    let mut noise = sample_noise(path, &batch, &mut HostRng::new(98), &device);
     if let Some(t) = fixed_t {
-        noise.timesteps = Tensor::full([256, task.answer_len()], t, &device);
+        noise.timesteps = Tensor::full(batch.dims(), t, &device);
     }
-    answer_diffusion_loss(path, base, batch.inputs, batch.answers, noise)
+    path.loss(base, loss_inputs(&batch, noise), None)
         .unwrap()
+        .loss
         .into_scalar::<f32>()
 }
 

@@ -2,27 +2,26 @@
 //! answer digits of the frozen base, and greedy exact-match evaluation through the diffusion
 //! [`Generator`] (the same path `l2d generate` takes).
 //!
-//! Training follows the reference's loss (cross-entropy of the diffusion path's logits on the
-//! next token, each position with its own `t ~ U[0, 1]` and flow state
-//! `x_t = (1-t)·σ·ε + t·V_y`), scored on the answer digits only. Because a flow position
-//! attends only to the frozen path's keys/values and never to other flow positions, the
-//! diffusion path is run on the scored positions only ([`answer_diffusion_loss`]): the same
-//! loss as [`DiffusionPath::loss`] with the prompt positions ignored, at about a third of the
-//! cost (the tests check the two agree).
+//! Training is `l2d train`'s step on the task's problems (`collate`, `sample_noise`,
+//! `forward_backward`, `AdamW::update` of `l2d-train`): the reference's loss (cross-entropy of
+//! the diffusion path's logits on the next token, each position with its own `t ~ U[0, 1]` and
+//! flow state `x_t = (1-t)·σ·ε + t·V_y`), scored on the answer digits only. That step replays
+//! the authors' training step for step (`crates/l2d-train/tests/reference_training.rs`).
 
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::AdamWConfig;
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::Device;
 use l2d_core::HostRng;
-use l2d_models::decoder::{CausalLm, ForwardOptions};
-use l2d_models::diffusion::{DiffusionPath, FlowContext, Timesteps};
+use l2d_models::decoder::CausalLm;
+use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
 use l2d_models::generation::{
     DiffusionMode, DiffusionOptions, DiffusionStats, Flow, GenerationConfig, Generator,
 };
 use l2d_models::l2d_config::L2dConfig;
+use l2d_train::data::{TokenizedExample, collate};
+use l2d_train::optim::GradientBuffer;
+use l2d_train::step::{forward_backward, loss_inputs, sample_noise};
 use serde::{Deserialize, Serialize};
 
 use super::DemoError;
@@ -91,6 +90,13 @@ pub struct DiffusionTrainConfig {
     /// Seed of the training problems: with the LoRA baseline's seed, both see the same
     /// problems in the same order ([`finetune_data_rng`]).
     pub data_seed: u64,
+    /// Start from the weights of this file (an adapter, or the authors' key names as
+    /// `scripts/toy_reference.py` writes them) instead of the seeded initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
+    /// Write the initial weights to this file (in the authors' key names) before training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_out: Option<std::path::PathBuf>,
 }
 
 impl Default for DiffusionTrainConfig {
@@ -105,6 +111,8 @@ impl Default for DiffusionTrainConfig {
             weight_decay: 0.01,
             seed: 2,
             data_seed: 1,
+            init_from: None,
+            init_out: None,
         }
     }
 }
@@ -127,79 +135,46 @@ impl DiffusionTrainConfig {
     }
 }
 
-/// The random inputs of one step's loss on the answer positions.
-#[derive(Debug, Clone)]
-pub struct AnswerNoise {
-    /// The time of every answer position, `[batch, answer_len]`.
-    pub timesteps: Tensor<2>,
-    /// Unit-normal `ε` of every answer position, `[batch, answer_len, d]`.
-    pub noise: Tensor<3>,
+/// The path training starts from: `config.init_from`'s weights, or the seeded initialisation;
+/// written to `config.init_out` when set.
+fn initial_path(
+    base: &CausalLm,
+    config: &DiffusionTrainConfig,
+) -> Result<DiffusionPath, DemoError> {
+    let l2d = config.path.l2d_config();
+    let path = match &config.init_from {
+        Some(file) => DiffusionPath::load(
+            file,
+            base,
+            &AdapterLoadOptions {
+                config: Some(l2d),
+                force: true,
+            },
+        )?,
+        None => DiffusionPath::init(&l2d, base, config.seed)?,
+    };
+    if let Some(file) = &config.init_out {
+        write_reference_weights(&path, file)?;
+    }
+    Ok(path)
 }
 
-/// Draws the timesteps (`u ~ U(0, 1)` through the path's noise schedule, times its maximum
-/// training time), then the unit noise, from `rng`.
-///
-/// # Shapes
-/// - outputs: `[batch, answer_len]` and `[batch, answer_len, d]`
-pub fn sample_answer_noise(
-    path: &DiffusionPath,
-    batch: usize,
-    answer_len: usize,
-    rng: &mut HostRng,
-    device: &Device,
-) -> AnswerNoise {
-    let config = path.config();
-    let u = rng.uniform([batch, answer_len], device);
-    let timesteps = config
-        .noise_schedule
-        .apply_tensor(u)
-        .mul_scalar(config.maximum_timestep());
-    let noise = rng.normal([batch, answer_len, path.flow_dim()], device);
-    AnswerNoise { timesteps, noise }
-}
-
-/// The diffusion loss on the answers: the frozen pass over `inputs`, then the diffusion path
-/// at the last `answer_len` positions only (those that predict the answer digits), each with
-/// its time and flow state `x_t = (1-t)·σ·ε + t·V_answer`; the mean cross-entropy of the
-/// answer digits. Equal to [`DiffusionPath::loss`] with shifted labels that ignore the prompt.
-///
-/// # Shapes
-/// - `inputs`: `[batch, seq]`; `answers`: `[batch, answer_len]` (`answer_len <= seq`)
-/// - `noise.timesteps`: `[batch, answer_len]`; `noise.noise`: `[batch, answer_len, d]`
-/// - output: `[1]`
+/// Writes `path`'s parameters under the authors' key names, with no metadata: the layout of
+/// their `state_dict`, as `scripts/toy_reference.py --path-init` reads it.
 ///
 /// # Errors
-/// [`DemoError::Diffusion`] for shapes that do not fit the path or the base.
-pub fn answer_diffusion_loss(
+/// [`DemoError::Write`] naming the file.
+pub fn write_reference_weights(
     path: &DiffusionPath,
-    base: &CausalLm,
-    inputs: Tensor<2, Int>,
-    answers: Tensor<2, Int>,
-    noise: AnswerNoise,
-) -> Result<Tensor<1>, DemoError> {
-    let [b, seq] = inputs.dims();
-    let [_, len] = answers.dims();
-    if len == 0 || len > seq {
-        return Err(DemoError::invalid(
-            "answers",
-            format!("{len} answer positions for sequences of {seq}"),
-        ));
-    }
-    path.check_base(base)?;
-    let frozen = base.frozen_forward(inputs, &ForwardOptions::default());
-    let context = FlowContext::from_frozen(&frozen).narrow_queries(seq - len, len)?;
-    let dtype = base.dtype();
-    let t = noise.timesteps.cast(dtype);
-    let x1 = path.token_representations(base, answers.clone());
-    let t3 = t.clone().reshape([b, len, 1]);
-    let x0 = noise
-        .noise
-        .cast(dtype)
-        .mul_scalar(path.config().noise_rescaling);
-    let x_t = x0 * t3.clone().neg().add_scalar(1.0) + x1 * t3;
-    let logits = path.forward_cached(base, &context, x_t, &Timesteps::PerPosition(t), None)?;
-    let logp = log_softmax(logits, 2);
-    Ok(logp.gather(2, answers.unsqueeze_dim::<3>(2)).mean().neg())
+    file: &std::path::Path,
+) -> Result<(), DemoError> {
+    let err = |reason: String| DemoError::Write {
+        path: file.to_path_buf(),
+        reason,
+    };
+    let bytes = l2d_models::weights::serialize_f32(path.reference_tensors(), Default::default())
+        .map_err(|e| err(e.to_string()))?;
+    l2d_models::weights::write_atomically(file, &bytes).map_err(|e| err(e.to_string()))
 }
 
 /// A trained diffusion path.
@@ -231,31 +206,36 @@ pub fn train_diffusion(
 ) -> Result<TrainedDiffusion, DemoError> {
     config.validate()?;
     let start = Instant::now();
-    let path = DiffusionPath::init(&config.path.l2d_config(), base, config.seed)?;
+    let path = initial_path(base, config)?;
     let trainable_params = path.num_params();
     let mut path = l2d_train::step::trainable(path, device);
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(config.beta_1)
-        .with_beta_2(config.beta_2)
-        .with_epsilon(1e-8)
-        .with_weight_decay(config.weight_decay)
-        .init();
+    let mut adam = super::adamw(config.beta_1, config.beta_2, config.weight_decay);
+    let mut grads = GradientBuffer::new();
     let mut data = finetune_data_rng(config.data_seed);
     let mut rng = HostRng::new(config.seed).derive(NOISE_STREAM);
     let mut losses = Vec::with_capacity(config.steps);
     let plain = device.clone().without_autodiff();
     for step in 0..config.steps {
-        let batch = task.train_batch(config.batch_size, &mut data, &plain);
-        let noise = sample_answer_noise(
-            &path,
-            config.batch_size,
-            task.answer_len(),
-            &mut rng,
-            &plain,
-        );
-        let loss = answer_diffusion_loss(&path, base, batch.inputs, batch.answers, noise)?;
-        let value;
-        (path, value) = super::descend("diffusion", step, loss, path, &mut optim, config.lr)?;
+        // One step of `l2d train` (the same functions in the same order) on a batch of the
+        // task's problems.
+        let problems: Vec<Problem> = (0..config.batch_size)
+            .map(|_| task.sample_train(&mut data))
+            .collect();
+        let examples = task.examples(&problems);
+        let refs: Vec<&TokenizedExample> = examples.iter().collect();
+        let batch = collate(&refs, 0, &plain);
+        let noise = sample_noise(&path, &batch, &mut rng, &plain);
+        let outcome = forward_backward(&path, base, loss_inputs(&batch, noise), 1.0)?;
+        let value = outcome.loss as f32;
+        let Some(step_grads) = outcome.grads.filter(|_| value.is_finite()) else {
+            return Err(DemoError::NonFiniteLoss {
+                phase: "diffusion",
+                step,
+                loss: value,
+            });
+        };
+        grads.accumulate(&path, &step_grads, 1.0);
+        path = adam.update(path, config.lr, &mut grads).module;
         losses.push(value);
         on_step(step, value);
     }

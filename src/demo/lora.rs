@@ -15,7 +15,6 @@
 use std::time::Instant;
 
 use burn::module::{LoraAdapter, Module, ModuleVisitor, Param, Reparameterizer};
-use burn::optim::AdamWConfig;
 use burn::tensor::{Device, Tensor, TensorData};
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::CausalLm;
@@ -410,12 +409,7 @@ pub fn train_lora(
         config.seed,
     );
     let trainable_params = trainable_param_count(&model);
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(config.beta_1)
-        .with_beta_2(config.beta_2)
-        .with_epsilon(1e-8)
-        .with_weight_decay(config.weight_decay)
-        .init();
+    let mut optim = super::adamw(config.beta_1, config.beta_2, config.weight_decay);
     let mut rng = finetune_data_rng(config.seed);
     let mut losses = Vec::with_capacity(config.steps);
     for step in 0..config.steps {

@@ -60,6 +60,17 @@ pub enum DemoError {
     /// Diffusion generation failed.
     #[error("diffusion generation failed: {0}")]
     Generation(String),
+    /// A training step of `l2d train`'s machinery failed.
+    #[error(transparent)]
+    Train(#[from] l2d_train::TrainError),
+    /// A model or weight file given to the demo could not be read or does not fit.
+    #[error("cannot load `{path}`: {reason}")]
+    Load {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A report or plot could not be written.
     #[error("cannot write `{path}`: {reason}")]
     Write {
@@ -150,6 +161,20 @@ impl TinyLlama {
     }
 }
 
+/// The optimizer of every demo training loop: `l2d train`'s AdamW (which replays torch's
+/// step for step: `crates/l2d-train/tests/reference_training.rs`) with ε 1e-8, weight decay
+/// on every tensor and no clipping, as torch's `AdamW` runs in the toy reference.
+fn adamw(beta1: f32, beta2: f32, weight_decay: f32) -> l2d_train::optim::AdamW {
+    l2d_train::optim::AdamW::new(l2d_train::optim::AdamWConfig {
+        beta1: f64::from(beta1),
+        beta2: f64::from(beta2),
+        eps: 1e-8,
+        weight_decay: f64::from(weight_decay),
+        no_decay: Vec::new(),
+        max_grad_norm: 0.0,
+    })
+}
+
 /// One step of a demo training loop: reads the loss (one host read), refuses a non-finite one
 /// naming `phase` and `step`, backpropagates it and lets `optim` update `module` at `lr`.
 /// Returns the updated module and the loss.
@@ -161,7 +186,7 @@ fn descend<M: burn::module::Module>(
     step: usize,
     loss: burn::tensor::Tensor<1>,
     module: M,
-    optim: &mut burn::optim::ModuleOptimizer,
+    optim: &mut l2d_train::optim::AdamW,
     lr: f64,
 ) -> Result<(M, f32), DemoError> {
     let value = loss.clone().into_scalar::<f32>();
@@ -172,6 +197,7 @@ fn descend<M: burn::module::Module>(
             loss: value,
         });
     }
-    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &module);
-    Ok((optim.step(lr, module, grads), value))
+    let mut grads = l2d_train::optim::GradientBuffer::new();
+    grads.accumulate(&module, &loss.backward(), 1.0);
+    Ok((optim.update(module, lr, &mut grads).module, value))
 }

@@ -33,7 +33,7 @@ use super::diffusion::{
 };
 use super::evaluate::{EvalResult, greedy_answers};
 use super::lora::{LoraConfig, lora_param_count, train_lora};
-use super::pretrain::{PretrainConfig, pretrain};
+use super::pretrain::{PretrainConfig, load_base, pretrain, save_base};
 use super::task::{AdditionTask, Problem};
 use super::{DemoError, TinyLlama};
 use crate::plot::{LinePlot, Series};
@@ -94,8 +94,16 @@ pub struct QuickstartConfig {
     pub seed: u64,
     /// Also run the diagnostics of [`Analysis`].
     pub analysis: bool,
-    /// Load the diffusion path from this adapter file instead of training it (it must have
-    /// been trained on this run's base: same seed and base settings).
+    /// Use the model of this Hugging Face folder (`config.json`, `model.safetensors`) as the
+    /// frozen base instead of training one: for example a base the authors' code trained
+    /// (`scripts/toy_reference.py`), to swap it in while keeping everything else ours.
+    pub base_in: Option<PathBuf>,
+    /// Write the frozen base to this folder as a Hugging Face model (`config.json`,
+    /// `model.safetensors`), e.g. for `scripts/toy_reference.py --base`.
+    pub base_out: Option<PathBuf>,
+    /// Load the diffusion path from this adapter file instead of training it: one saved by
+    /// `adapter_out` on this run's base, or a path in the authors' key names trained on it
+    /// (read with this run's diffusion configuration).
     pub adapter_in: Option<PathBuf>,
     /// Save the trained diffusion path to this adapter file.
     pub adapter_out: Option<PathBuf>,
@@ -116,6 +124,8 @@ impl Default for QuickstartConfig {
             average_at_temperature_one: true,
             seed: 0,
             analysis: false,
+            base_in: None,
+            base_out: None,
             adapter_in: None,
             adapter_out: None,
         }
@@ -385,11 +395,22 @@ pub fn run_quickstart(
     ));
     let every = |steps: usize, n: usize| (steps / n).max(1);
     let base_every = every(config.base.steps, 4);
-    let base = pretrain(&task, &config.base, device, |step, loss| {
-        if (step + 1) % base_every == 0 {
-            log(&format!("  step {:>5}  loss {loss:.4}", step + 1));
+    let base = match &config.base_in {
+        Some(dir) => {
+            let base = load_base(dir, &model_config, device)?;
+            log(&format!("  loaded from {}", dir.display()));
+            base
         }
-    })?;
+        None => pretrain(&task, &config.base, device, |step, loss| {
+            if (step + 1) % base_every == 0 {
+                log(&format!("  step {:>5}  loss {loss:.4}", step + 1));
+            }
+        })?,
+    };
+    if let Some(dir) = &config.base_out {
+        save_base(&base.model, &shape, dir)?;
+        log(&format!("  written to {}", dir.display()));
+    }
     let base_params = base.model.num_params();
     training.push(TrainingSummary::new(
         "base (all parameters, then frozen)",
@@ -492,7 +513,11 @@ pub fn run_quickstart(
     let trained = match &config.adapter_in {
         Some(file) => {
             let t0 = Instant::now();
-            let path = DiffusionPath::load(file, &base.model, &AdapterLoadOptions::default())?;
+            let options = AdapterLoadOptions {
+                config: Some(d.path.l2d_config()),
+                force: false,
+            };
+            let path = DiffusionPath::load(file, &base.model, &options)?;
             log(&format!("  loaded from {}", file.display()));
             TrainedDiffusion {
                 trainable_params: path.num_params(),

@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::AdamWConfig;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Device, Int, Tensor};
 use l2d_models::decoder::CausalLm;
@@ -105,12 +104,7 @@ pub fn pretrain(
     let start = Instant::now();
     let train_device = device.clone().autodiff();
     let mut model = CausalLm::random(&model_config, &train_device, DType::F32, config.seed);
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.999)
-        .with_epsilon(1e-8)
-        .with_weight_decay(config.weight_decay)
-        .init();
+    let mut optim = super::adamw(0.9, 0.999, config.weight_decay);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ DATA_STREAM);
     let mut losses = Vec::with_capacity(config.steps);
     for step in 0..config.steps {
@@ -127,4 +121,71 @@ pub fn pretrain(
         losses,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// A frozen base from a Hugging Face folder (`config.json` and safetensors weights), in f32 on
+/// `device`: for example one the authors' code trained. Its sizes must be those of `expected`
+/// (the demo's model for the task).
+///
+/// # Errors
+/// [`DemoError::Load`] naming the folder when it cannot be read, or holds a model of other
+/// sizes.
+pub fn load_base(
+    dir: &std::path::Path,
+    expected: &l2d_models::config::ModelConfig,
+    device: &Device,
+) -> Result<Pretrained, DemoError> {
+    let err = |reason: String| DemoError::Load {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let start = Instant::now();
+    let model = CausalLm::from_dir(dir, device, DType::F32).map_err(|e| err(e.to_string()))?;
+    let c = model.config();
+    let sizes = |c: &l2d_models::config::ModelConfig| {
+        (
+            c.vocab_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+        )
+    };
+    if sizes(c) != sizes(expected) {
+        return Err(err(format!(
+            "(vocab, hidden, intermediate, layers, heads, kv heads) = {:?}, the demo's model \
+             has {:?}",
+            sizes(c),
+            sizes(expected)
+        )));
+    }
+    Ok(Pretrained {
+        model: model.no_grad(),
+        losses: Vec::new(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes `model` (of the demo's `shape`) to `dir` as a Hugging Face model: `config.json` and
+/// `model.safetensors`, each written atomically.
+///
+/// # Errors
+/// [`DemoError::Write`] naming the file that could not be written.
+pub fn save_base(
+    model: &CausalLm,
+    shape: &TinyLlama,
+    dir: &std::path::Path,
+) -> Result<(), DemoError> {
+    let write_err = |path: std::path::PathBuf, reason: String| DemoError::Write { path, reason };
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir.to_path_buf(), e.to_string()))?;
+    let config = dir.join("config.json");
+    let json = serde_json::to_string_pretty(&shape.config_json(super::task::VOCAB_SIZE))
+        .unwrap_or_default();
+    l2d_models::weights::write_atomically(&config, json.as_bytes())
+        .map_err(|e| write_err(config.clone(), e.to_string()))?;
+    let weights = dir.join("model.safetensors");
+    model
+        .save_safetensors(&weights)
+        .map_err(|e| write_err(weights.clone(), e.to_string()))
 }

@@ -302,6 +302,36 @@ impl AdditionTask {
         self.batch(&problems, device)
     }
 
+    /// `problems` as `l2d train`'s examples: the whole sequence but its last token as input,
+    /// labels shifted to the next token and scored on the answer digits only.
+    pub fn examples(&self, problems: &[Problem]) -> Vec<l2d_train::data::TokenizedExample> {
+        let (len, prompt) = (self.seq_len() - 1, self.prompt_len());
+        problems
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut row = Vec::with_capacity(self.seq_len());
+                self.push_prompt(p, &mut row);
+                digits_of(p.sum(), self.answer_len(), &mut row);
+                let labels = (1..=len)
+                    .map(|j| {
+                        if j >= prompt {
+                            i64::from(row[j])
+                        } else {
+                            l2d_train::data::encode::IGNORE_INDEX
+                        }
+                    })
+                    .collect();
+                l2d_train::data::TokenizedExample {
+                    input_ids: row[..len].to_vec(),
+                    labels,
+                    class_id: None,
+                    conversation: i,
+                }
+            })
+            .collect()
+    }
+
     /// The batch of the given problems on `device`.
     ///
     /// # Shapes

@@ -292,6 +292,31 @@ impl AdamW {
             .sum()
     }
 
+    /// One optimizer update from the gradients accumulated in `grads` (what `l2d train` does
+    /// after its micro-batches): clips them to the configured global norm (`max_grad_norm`,
+    /// 0: no clipping), then, when the norm is finite, applies [`AdamW::step`]; a non-finite
+    /// norm leaves `module` and the optimizer state as they are. `grads` is empty afterwards.
+    pub fn update<M: Module>(
+        &mut self,
+        module: M,
+        lr: f64,
+        grads: &mut GradientBuffer,
+    ) -> UpdateOutcome<M> {
+        let grad_norm = grads.clip_global_norm(self.config.max_grad_norm);
+        let applied = grad_norm.is_finite();
+        let module = if applied {
+            self.step(module, lr, grads)
+        } else {
+            module
+        };
+        grads.clear();
+        UpdateOutcome {
+            module,
+            grad_norm,
+            applied,
+        }
+    }
+
     /// Applies one update with learning rate `lr` to every parameter of `module` that has a
     /// gradient in `grads`, consuming them; the others are left untouched. Updated parameters
     /// keep their `require_grad` setting and device.
@@ -364,6 +389,17 @@ impl AdamW {
         self.steps = steps;
         Ok(())
     }
+}
+
+/// What [`AdamW::update`] did.
+#[derive(Debug)]
+pub struct UpdateOutcome<M> {
+    /// The module after the update (unchanged when it was skipped).
+    pub module: M,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Whether the update was applied (the norm was finite).
+    pub applied: bool,
 }
 
 struct Update<'a> {

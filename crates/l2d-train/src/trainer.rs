@@ -499,10 +499,9 @@ pub fn run(
         }
         let mut grad_norm = f64::NAN;
         if !buffer.is_empty() {
-            grad_norm = buffer.clip_global_norm(config.optim.max_grad_norm);
-            if grad_norm.is_finite() {
-                path = adam.step(path, lr, &mut buffer);
-            } else {
+            let outcome = adam.update(path, lr, &mut buffer);
+            (path, grad_norm) = (outcome.module, outcome.grad_norm);
+            if !outcome.applied {
                 nonfinite += 1;
                 progress.line(&format!(
                     "step {}: non-finite gradient norm; update skipped",

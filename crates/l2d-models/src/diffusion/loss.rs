@@ -7,10 +7,26 @@ use burn::tensor::{Bool, Int, Tensor};
 use l2d_core::HostRng;
 
 use super::conditioning::{ClassLabels, Timesteps};
+use super::context::FlowContext;
 use super::error::DiffusionError;
 use super::path::DiffusionPath;
 use crate::decoder::{CausalLm, ForwardOptions};
 use crate::l2d_config::LabelAlignment;
+
+/// The first target position scored in any row and the length of the span up to the last one
+/// (one read of the `[batch, targets]` mask back to the host); `None` when nothing is scored.
+fn scored_span(scored: &Tensor<2, Bool>) -> Option<(usize, usize)> {
+    let columns: Vec<bool> = scored
+        .clone()
+        .any_dim(0)
+        .into_data()
+        .convert::<bool>()
+        .try_into_vec::<bool>()
+        .unwrap_or_default();
+    let first = columns.iter().position(|&c| c)?;
+    let last = columns.iter().rposition(|&c| c)?;
+    Some((first, last - first + 1))
+}
 
 /// The label value that is not scored (PyTorch's `ignore_index`).
 pub const IGNORE_INDEX: i64 = -100;
@@ -67,7 +83,11 @@ pub struct LossOutput {
     pub scored_count: Tensor<1>,
     /// The times used at the input positions, `[batch, seq]`.
     pub timesteps: Tensor<2>,
-    /// The diffusion path's f32 logits, `[batch, seq, vocab]`.
+    /// The target positions the diffusion path ran on: from the first to the last position
+    /// scored in any row (`0..1` when nothing is scored).
+    pub span: std::ops::Range<usize>,
+    /// The diffusion path's f32 logits at the target positions of `span`,
+    /// `[batch, span.len(), vocab]`.
     pub logits: Tensor<3>,
 }
 
@@ -168,44 +188,63 @@ impl DiffusionPath {
             LabelAlignment::Shifted => labels,
         };
         let ignored = flow_labels.clone().equal_elem(IGNORE_INDEX);
-        let target_ids = flow_labels.mask_fill(ignored.clone(), 0);
-        let x1 = self.token_representations(base, target_ids.clone());
-        let t_targets = t
-            .clone()
-            .narrow(1, 0, targets)
-            .reshape([b, targets, 1])
-            .cast(dtype);
-        let x0 = noise.cast(dtype).mul_scalar(self.config().noise_rescaling);
-        let one_minus_t = t_targets.clone().neg().add_scalar(1.0);
-        let mut x_t = x0 * one_minus_t + x1 * t_targets;
-        if alignment == LabelAlignment::Unshifted {
-            let last = Tensor::<3>::zeros([b, 1, d], (&device, dtype));
-            x_t = Tensor::cat(vec![x_t, last], 1);
+        let scored = ignored.clone().bool_not();
+        let target_ids = flow_labels.mask_fill(ignored, 0);
+        if let Some(labels) = &class_labels {
+            self.validate_class_labels(labels)?;
         }
-        let logits = self.forward(
+        self.check_base(base)?;
+        // A flow position attends only to the frozen path's keys and values, never to another
+        // flow position, so the path runs on the span of scored targets alone: the same loss
+        // and gradients, without the cost of the prompt (and padding) positions.
+        let (start, len) = scored_span(&scored).unwrap_or((0, targets.min(1)));
+        let span = |t: Tensor<2>| t.narrow(1, start, len);
+        let t_span = span(t.clone());
+        let ids_span = target_ids.clone().narrow(1, start, len);
+        let x1 = self.token_representations(base, ids_span.clone());
+        let t3 = t_span.clone().reshape([b, len, 1]).cast(dtype);
+        let x0 = noise
+            .narrow(1, start, len)
+            .cast(dtype)
+            .mul_scalar(self.config().noise_rescaling);
+        let x_t = x0 * t3.clone().neg().add_scalar(1.0) + x1 * t3;
+        let frozen = base.frozen_forward(input_ids, &options);
+        let context = FlowContext::from_frozen(&frozen).narrow_queries(start, len)?;
+        let classes =
+            class_labels.map(|c| ClassLabels::PerPosition(c.per_position(s).narrow(1, start, len)));
+        let logits = self.forward_cached(
             base,
-            input_ids,
-            &options,
+            &context,
             x_t,
-            &Timesteps::PerPosition(t.clone()),
-            class_labels.as_ref(),
+            &Timesteps::PerPosition(t_span),
+            classes.as_ref(),
         )?;
-        let scored_logits = logits.clone().narrow(1, 0, targets);
-        let log_probs = log_softmax(scored_logits, 2);
+        let log_probs = log_softmax(logits.clone(), 2);
         let picked = log_probs
-            .gather(2, target_ids.reshape([b, targets, 1]))
-            .reshape([b, targets]);
-        let scored = ignored.bool_not();
+            .gather(2, ids_span.reshape([b, len, 1]))
+            .reshape([b, len]);
         let weights = scored.clone().float().cast(picked.dtype());
-        let token_losses = picked.neg() * weights.clone();
+        let span_losses = picked.neg() * weights.clone().narrow(1, start, len);
         let scored_count = weights.sum();
-        let loss = token_losses.clone().sum() / scored_count.clone().clamp_min(1.0);
+        let loss = span_losses.clone().sum() / scored_count.clone().clamp_min(1.0);
+        let loss_dtype = span_losses.dtype();
+        let zeros = |n: usize| Tensor::<2>::zeros([b, n], (&device, loss_dtype));
+        let mut parts = Vec::with_capacity(3);
+        if start > 0 {
+            parts.push(zeros(start));
+        }
+        parts.push(span_losses);
+        if start + len < targets {
+            parts.push(zeros(targets - start - len));
+        }
+        let token_losses = Tensor::cat(parts, 1);
         Ok(LossOutput {
             loss,
             token_losses,
             scored,
             scored_count,
             timesteps: t,
+            span: start..start + len,
             logits,
         })
     }

@@ -13,17 +13,26 @@ use burn::tensor::activation::silu;
 /// # Shapes
 /// - `x`: `[..., d_in]`; output: `[..., d_out]`
 pub fn linear_in_dtype<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    linear_with_bias(layer, x, layer.bias.as_ref().map(|b| b.val()))
+}
+
+/// [`linear_in_dtype`] with `bias` in place of the layer's own.
+fn linear_with_bias<const D: usize>(
+    layer: &Linear,
+    x: Tensor<D>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
     let w = layer.weight.val();
     if w.dtype() == x.dtype() {
-        return layer.forward(x);
+        return burn::tensor::module::linear(x, w, bias);
     }
     let dtype = x.dtype();
     let dims = x.dims();
     let [d_in, d_out] = w.dims();
     let rows = dims[..D - 1].iter().product();
     let mut y = x.reshape([rows, d_in]).matmul(w.cast(dtype));
-    if let Some(b) = &layer.bias {
-        y = y + b.val().cast(dtype).reshape([1, d_out]);
+    if let Some(b) = bias {
+        y = y + b.cast(dtype).reshape([1, d_out]);
     }
     let mut out = dims;
     out[D - 1] = d_out;
@@ -53,6 +62,28 @@ impl SimpleMlp {
             }
         }
         x
+    }
+
+    /// `forward(x) - forward(x0)`, the same numbers, with the last layer's bias detached from
+    /// the graph: it cancels in the difference, so its true gradient is zero, and detached it
+    /// gets none at all, where the plain difference leaves it a rounding-level one that Adam
+    /// would turn into steps of the full learning rate. `x` and `x0` broadcast against each
+    /// other.
+    ///
+    /// # Shapes
+    /// - `x`, `x0`: `[..., d_in]` (broadcastable); output: the broadcast shape with `d_out`
+    ///
+    /// # Panics
+    /// Without layers.
+    pub fn forward_difference<const D: usize>(&self, x: Tensor<D>, x0: Tensor<D>) -> Tensor<D> {
+        let (last, hidden) = self.layers.split_last().expect("an MLP has layers");
+        let through = |mut x: Tensor<D>| {
+            for layer in hidden {
+                x = silu(linear_in_dtype(layer, x));
+            }
+            linear_with_bias(last, x, last.bias.as_ref().map(|b| b.val().detach()))
+        };
+        through(x) - through(x0)
     }
 
     /// The input width (`None` without layers).

@@ -23,6 +23,17 @@ impl ConditioningHead {
     pub fn forward(&self, c: Tensor<3>) -> Tensor<3> {
         self.mlp.forward(c)
     }
+
+    /// `forward(c) - forward(c0)` (the gate that leaves the base unchanged at `t = 0`), with
+    /// the last layer's bias, which cancels, out of the gradient
+    /// ([`SimpleMlp::forward_difference`]).
+    ///
+    /// # Shapes
+    /// - `c`: `[B, N, C]`; `c0`: `[B', N', C]`, broadcastable with `c`
+    /// - output: `[max(B, B'), max(N, N'), k·hidden]`
+    pub fn difference(&self, c: Tensor<3>, c0: Tensor<3>) -> Tensor<3> {
+        self.mlp.forward_difference(c, c0)
+    }
 }
 
 /// One layer's modulation of the diffusion path, in the reference's chunk order:

@@ -124,7 +124,8 @@ impl BaseSummary {
 ///
 /// With `preserve_behavior_at_flow_start` the final gate is `head(c_t) - head(c_0)`, in which
 /// the output bias of `modulation_head` cancels: that one tensor
-/// (`model.modulation_head.mlp.2.bias`) never receives a gradient, in the reference too.
+/// (`model.modulation_head.mlp.2.bias`) is detached from the graph there, so it receives no
+/// gradient; the reference's is exactly zero.
 ///
 /// Three forwards:
 /// - frozen only: [`DiffusionPath::frozen_logits`] (the base model's logits);
@@ -727,10 +728,11 @@ impl DiffusionPath {
                 )
             })
             .collect();
-        let mut gate = self.modulation_head.forward(c_t);
-        if self.config.preserve_behavior_at_flow_start {
-            gate = gate - self.modulation_head.forward(c_0);
-        }
+        let gate = if self.config.preserve_behavior_at_flow_start {
+            self.modulation_head.difference(c_t, c_0)
+        } else {
+            self.modulation_head.forward(c_t)
+        };
         Ok(TimeConditioning {
             layers,
             gate: gate.cast(dtype),

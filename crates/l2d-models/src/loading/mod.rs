@@ -10,6 +10,7 @@
 //! matrix, and an `lm_head.weight` in the file is ignored; without it, `lm_head.weight` is
 //! required.
 
+mod export;
 pub mod hub;
 
 use std::collections::BTreeSet;

@@ -33,6 +33,14 @@ pub enum WeightError {
         /// What went wrong.
         reason: String,
     },
+    /// A weight file could not be written.
+    #[error("cannot write `{path}`: {reason}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// The tensor's element type cannot be converted to a float tensor.
     #[error("tensor `{name}` in `{path}` has unsupported dtype {dtype}")]
     UnsupportedDType {
