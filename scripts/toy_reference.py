@@ -130,6 +130,8 @@ def main():
     ap.add_argument("--lora-rank", type=int, default=40,
                     help="rank of the harness's LoRA baseline (built for its random draws)")
     ap.add_argument("--train-lora", action="store_true", help="also train the LoRA baseline")
+    ap.add_argument("--lora-only", action="store_true",
+                    help="train and score the LoRA baseline, then stop (no diffusion path)")
     ap.add_argument("--path-seed", type=int, default=None)
     ap.add_argument("--base", type=Path, default=None, help="a Hugging Face folder to use as base")
     ap.add_argument("--path-init", type=Path, default=None, help="initial path weights")
@@ -189,7 +191,7 @@ def main():
                 lin = getattr(mod, n)
                 setattr(mod, n, LoRA(lin.in_features, lin.out_features, wrapped_layer=lin,
                                      rank=args.lora_rank, alpha=float(args.lora_rank)))
-    if args.train_lora:
+    if args.train_lora or args.lora_only:
         lp = [p for p in lb.parameters() if p.requires_grad]
         lopt = torch.optim.AdamW(lp, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.95))
         lrng = random.Random(1)
@@ -202,6 +204,9 @@ def main():
         lb.eval()
         res["lora"] = base_exact_match(lb, tx, ty, nd)
         print(f"lora exact match {res['lora']:.3f}", flush=True)
+        if args.lora_only:
+            (args.out / "result.json").write_text(json.dumps(res, indent=1))
+            return
 
     kwargs = l2d_kwargs(hidden)
     if args.path_seed is not None:

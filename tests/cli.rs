@@ -462,3 +462,64 @@ fn chat_replies_line_by_line_with_smollm2() {
     assert!(stdout.contains("Paris"), "{stdout}");
     assert_eq!(stderr.matches("NFE per token 0.0").count(), 2, "{stderr}");
 }
+
+/// `l2d` with standard error on `/dev/full` (every write fails with "no space left").
+fn l2d_with_full_stderr(args: &[&str]) -> Output {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    Command::new(env!("CARGO_BIN_EXE_l2d"))
+        .args(args)
+        .stderr(Stdio::from(full))
+        .stdout(Stdio::piped())
+        .output()
+        .expect("the l2d binary runs")
+}
+
+#[test]
+fn a_standard_error_that_cannot_be_written_never_panics_or_stops_the_work() {
+    let model = tiny_gguf();
+    let common = ["generate", "--model", &model, "--max-new-tokens", "4"];
+    // The reply still comes, whole, on standard output; the statistics are lost quietly.
+    let normal = succeeds(&l2d(&[&common[..], &["Hello world"]].concat())).0;
+    let out = l2d_with_full_stderr(&[&common[..], &["Hello world"]].concat());
+    assert!(out.status.success(), "exit {:?}", out.status);
+    assert_eq!(text(&out.stdout), normal);
+    // A failing command exits with 1 (not a panic's 101) when its message cannot be written.
+    let out = l2d_with_full_stderr(&["generate", "--model", "/no/such/model.gguf", "Hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = l2d_with_full_stderr(&["info", "--model", "/no/such/model.gguf"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn bytes_on_chats_standard_input_that_are_not_utf8_are_a_read_error() {
+    let gguf = smollm2();
+    assert!(
+        gguf.exists(),
+        "SmolLM2 GGUF not found at {}",
+        gguf.display()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_l2d"))
+        .args([
+            "chat",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--max-new-tokens",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"caf\xff\xfe\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    fails(&out, 1, &["cannot read standard input"]);
+    assert!(!text(&out.stderr).contains("cannot write the output"));
+}

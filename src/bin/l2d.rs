@@ -1,6 +1,7 @@
 //! The `l2d` command line. Each subcommand's arguments and logic live in the library crate
 //! that owns it; this file only parses and dispatches.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -60,13 +61,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Info(args) => l2d::cli::run_info(&args, &mut std::io::stdout().lock())?,
         Command::Eval(args) => {
-            let report = l2d::eval::run_eval(&args, |line| eprintln!("{line}"))?;
-            eprintln!(
+            let report = l2d::eval::run_eval(&args, note)?;
+            note(&format!(
                 "report: {}, plot: {} ({} settings)",
                 args.report.display(),
                 args.plot.display(),
                 report.settings.len()
-            );
+            ));
         }
     }
     Ok(())
@@ -76,10 +77,16 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            note(&format!("error: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line to standard error, best effort: a standard error that cannot be written (a full
+/// disk, a closed pipe) does not stop the command.
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 #[cfg(test)]

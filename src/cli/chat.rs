@@ -14,7 +14,7 @@ use l2d_models::generation::{Flow, Generator};
 
 use super::generate::describe;
 use super::{
-    CliError, DiffusionArgs, ModelArgs, SamplingArgs, check_adapter_given, emit, stats_line,
+    CliError, DiffusionArgs, ModelArgs, SamplingArgs, check_adapter_given, emit, note, stats_line,
 };
 
 /// Arguments of `l2d chat`.
@@ -58,16 +58,16 @@ pub fn run_chat(
     }
     // Fail now, not after the first message, for a model without a chat template.
     lm.chat_prompt(&[ChatMessage::user("")])?;
-    writeln!(log, "{}", describe(&generator))?;
-    writeln!(
+    note(log, describe(&generator));
+    note(
         log,
-        "type a message (empty line, /exit or end of input to quit)"
-    )?;
+        "type a message (empty line, /exit or end of input to quit)",
+    );
     let mut replies = 0;
     loop {
-        emit(log, "> ")?;
+        let _ = emit(log, "> ");
         let mut line = String::new();
-        if input.read_line(&mut line)? == 0 {
+        if input.read_line(&mut line).map_err(CliError::Input)? == 0 {
             break;
         }
         let text = line.trim_end_matches(['\n', '\r']);
@@ -89,7 +89,7 @@ pub fn run_chat(
             return Err(e.into());
         }
         writeln!(out)?;
-        writeln!(log, "{}", stats_line(&output, step.stats()))?;
+        note(log, stats_line(&output, step.stats()));
         messages.push(ChatMessage::assistant(output.sequences[0].text.clone()));
         replies += 1;
     }

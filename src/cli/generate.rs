@@ -14,7 +14,7 @@ use l2d_models::chat_template::ChatMessage;
 use l2d_models::generation::{Flow, Generator};
 
 use super::{
-    CliError, DiffusionArgs, ModelArgs, SamplingArgs, check_adapter_given, emit, invalid,
+    CliError, DiffusionArgs, ModelArgs, SamplingArgs, check_adapter_given, emit, invalid, note,
     stats_line,
 };
 
@@ -77,7 +77,7 @@ pub fn run_generate(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    writeln!(log, "{}", describe(&generator))?;
+    note(log, describe(&generator));
 
     let single = prompts.len() == 1;
     let mut io_error = None;
@@ -100,7 +100,7 @@ pub fn run_generate(
             writeln!(out, "{}", seq.text)?;
         }
     }
-    writeln!(log, "{}", stats_line(&output, step.stats()))?;
+    note(log, stats_line(&output, step.stats()));
     Ok(())
 }
 

@@ -81,6 +81,9 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Io(#[from] std::io::Error),
+    /// Reading the messages from standard input failed (e.g. bytes that are not UTF-8).
+    #[error("cannot read standard input: {0}")]
+    Input(std::io::Error),
 }
 
 fn invalid(flag: &'static str, reason: impl Into<String>) -> CliError {
@@ -488,6 +491,13 @@ pub fn stats_line(generation: &GenerationOutput, diffusion: &DiffusionStats) -> 
 }
 
 /// Writes `text` and flushes (streamed tokens appear as they come).
+/// Writes a diagnostic line (the set-up, the statistics) to `log`, best effort: a log that
+/// cannot be written (a full disk, a closed pipe) never stops the work or its output.
+fn note(log: &mut impl Write, line: impl std::fmt::Display) {
+    let _ = writeln!(log, "{line}");
+    let _ = log.flush();
+}
+
 fn emit(out: &mut impl Write, text: &str) -> std::io::Result<()> {
     out.write_all(text.as_bytes())?;
     out.flush()

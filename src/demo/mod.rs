@@ -9,7 +9,7 @@
 //! decay 0.01, batch 128, 400 steps; finetuning AdamW lr 1e-3, β (0.9, 0.95), 3000 steps.
 //!
 //! - [`task`]: the problems, the tokenizer, the held-out split and batches.
-//! - [`pretrain`]: full-parameter training of the base model.
+//! - [`pretrain`](mod@pretrain): full-parameter training of the base model.
 //! - [`evaluate`]: greedy decoding of the answers and exact match.
 //! - [`lora`]: the plain-LoRA baseline and the parameter-count formulas.
 //! - [`analysis`]: diagnostics of a trained diffusion path.

@@ -283,11 +283,11 @@ impl Pretrained {
     }
 
     /// Generates continuations of token prompts with the frozen model (see
-    /// [`generate`](crate::generation::generate)); stops on the model's EOS ids and on
+    /// [`generate`]); stops on the model's EOS ids and on
     /// `config.stops`.
     ///
     /// # Errors
-    /// As [`generate`](crate::generation::generate).
+    /// As [`generate`].
     pub fn generate<F>(
         &self,
         prompts: &[Vec<u32>],
@@ -304,7 +304,7 @@ impl Pretrained {
     /// this model).
     ///
     /// # Errors
-    /// As [`generate`](crate::generation::generate).
+    /// As [`generate`].
     pub fn generate_with<S, F>(
         &self,
         step: &mut S,

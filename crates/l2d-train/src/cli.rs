@@ -165,7 +165,9 @@ pub fn run_train(args: &TrainArgs) -> Result<TrainSummary> {
         },
     )?;
     if !args.quiet {
-        eprintln!(
+        // Best effort: a standard error that cannot be written does not fail a finished run.
+        let _ = writeln!(
+            std::io::stderr(),
             "done: {} steps ({:.2} s/step), peak RSS {}",
             summary.steps,
             summary.s_per_step,

@@ -315,7 +315,10 @@ impl Progress {
         }
         match &self.bar {
             Some(bar) => bar.println(message),
-            None => eprintln!("{message}"),
+            // Best effort: a standard error that cannot be written does not stop training.
+            None => {
+                let _ = writeln!(std::io::stderr(), "{message}");
+            }
         }
     }
 

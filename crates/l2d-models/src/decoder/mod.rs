@@ -11,7 +11,7 @@
 //!   the [`StepContext`] (RoPE tables and per-layer masks) it used.
 //! - [`DecoderLayer`] fields (`input_layernorm`, `self_attn.{q,k,v,o}_proj`,
 //!   `post_attention_layernorm`, `mlp.{gate,up,down}_proj`), [`RmsNorm::normalize`],
-//!   [`split_heads`] / [`merge_heads`], [`RopeCosSin::apply`] and [`attention`] (GQA).
+//!   [`split_heads`] / [`merge_heads`], [`RopeCosSin::apply`] and [`attention()`] (GQA).
 //! - [`CausalLm::logits`]: final norm + `lm_head` applied to a hidden state.
 //! - [`KvCache`] with per-layer [`LayerKv`].
 

@@ -10,11 +10,11 @@
 //!    **diffusion-only forward** over the cached keys/values and hidden state
 //!    ([`FlowVelocityField`]);
 //! 3. one more diffusion forward at the final time gives the **logits**, from which
-//!    [`generate`](super::generate) draws the token with the [`GenerationConfig`]'s sampling.
+//!    [`generate`] draws the token with the [`GenerationConfig`]'s sampling.
 //!
 //! With [`DiffusionMode::Base`] (or `Fixed { steps: 0 }`, or no adapter) step 2 and 3 are
-//! skipped and the logits are exactly the frozen model's: generation equals [`BaseStep`]'s
-//! token for token.
+//! skipped and the logits are exactly the frozen model's: generation equals
+//! [`BaseStep`](super::BaseStep)'s token for token.
 //!
 //! # Steps and NFE
 //! `Fixed { steps: N, method }` takes `N` solver steps over the uniform grid of `N + 1`
@@ -49,7 +49,7 @@
 //! output. Adaptive solves run row by row for the same reason (the error norm of a batch
 //! would couple the rows' step sizes). Identical prompts in one batch get identical noise;
 //! give row keys (or seeds) to make them differ. The final token itself is chosen by
-//! [`generate`](super::generate)'s sampler, whose seeded stream is shared by the batch when
+//! [`generate`]'s sampler, whose seeded stream is shared by the batch when
 //! sampling at a positive temperature (greedy choice is row-independent).
 //!
 //! ```
@@ -706,11 +706,11 @@ impl<'m> Generator<'m> {
         }
     }
 
-    /// Generates continuations of `prompts` (see [`generate`](super::generate)) and returns
+    /// Generates continuations of `prompts` (see [`generate`]) and returns
     /// them with the diffusion statistics.
     ///
     /// # Errors
-    /// As [`generate`](super::generate); diffusion failures are
+    /// As [`generate`]; diffusion failures are
     /// [`GenerationError::Step`] holding a [`DiffusionGenerationError`].
     pub fn generate<F>(
         &self,
