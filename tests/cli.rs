@@ -523,3 +523,53 @@ fn bytes_on_chats_standard_input_that_are_not_utf8_are_a_read_error() {
     fails(&out, 1, &["cannot read standard input"]);
     assert!(!text(&out.stderr).contains("cannot write the output"));
 }
+
+#[test]
+fn prompts_and_replies_are_bounded_by_the_models_context() {
+    let model = tiny_gguf();
+    // The tiny model's context is 256 positions.
+    let info = succeeds(&l2d(&["info", "--model", &model])).0;
+    assert!(info.contains("context 256 positions"), "{info}");
+    let long = "hello world ".repeat(300);
+    fails(
+        &l2d(&[
+            "generate",
+            "--model",
+            &model,
+            "--max-new-tokens",
+            "4",
+            &long,
+        ]),
+        1,
+        &[
+            "tokens, more than the model's context of 256",
+            "--truncate left",
+        ],
+    );
+    // --truncate left keeps the last 256 - 4 tokens and says so.
+    let (out, err) = succeeds(&l2d(&[
+        "generate",
+        "--model",
+        &model,
+        "--max-new-tokens",
+        "4",
+        "--truncate",
+        "left",
+        &long,
+    ]));
+    assert!(!out.trim().is_empty());
+    assert!(err.contains("were dropped (--truncate left)"), "{err}");
+    // A reply that would run past the context stops there, with a note.
+    let (_, err) = succeeds(&l2d(&[
+        "generate",
+        "--model",
+        &model,
+        "--max-new-tokens",
+        "600",
+        "Hello world",
+    ]));
+    assert!(
+        err.contains("filled the model's context of 256 positions"),
+        "{err}"
+    );
+}

@@ -14,7 +14,8 @@ use l2d_models::generation::{Flow, Generator};
 
 use super::generate::describe;
 use super::{
-    CliError, DiffusionArgs, ModelArgs, SamplingArgs, check_adapter_given, emit, note, stats_line,
+    CliError, DiffusionArgs, ModelArgs, SamplingArgs, check_adapter_given, emit, note,
+    note_context_full, stats_line,
 };
 
 /// Arguments of `l2d chat`.
@@ -75,7 +76,10 @@ pub fn run_chat(
             break;
         }
         messages.push(ChatMessage::user(text));
-        let prompt = lm.chat_prompt(&messages)?;
+        let context = lm.model.config().max_position_embeddings;
+        let prompt = args
+            .sampling
+            .fit_prompt(lm.chat_prompt(&messages)?, context, log);
         let mut step = generator.step();
         let mut io_error = None;
         let output = lm.generate_with(&mut step, &[prompt], &config, |event| {
@@ -89,6 +93,7 @@ pub fn run_chat(
             return Err(e.into());
         }
         writeln!(out)?;
+        note_context_full(log, &output, context);
         note(log, stats_line(&output, step.stats()));
         messages.push(ChatMessage::assistant(output.sequences[0].text.clone()));
         replies += 1;

@@ -15,7 +15,7 @@ use l2d_models::generation::{Flow, Generator};
 
 use super::{
     CliError, DiffusionArgs, ModelArgs, SamplingArgs, check_adapter_given, emit, invalid, note,
-    stats_line,
+    note_context_full, stats_line,
 };
 
 /// Arguments of `l2d generate`.
@@ -77,6 +77,11 @@ pub fn run_generate(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let context = lm.model.config().max_position_embeddings;
+    let prompts: Vec<Vec<u32>> = prompts
+        .into_iter()
+        .map(|ids| args.sampling.fit_prompt(ids, context, log))
+        .collect();
     note(log, describe(&generator));
 
     let single = prompts.len() == 1;
@@ -100,6 +105,7 @@ pub fn run_generate(
             writeln!(out, "{}", seq.text)?;
         }
     }
+    note_context_full(log, &output, context);
     note(log, stats_line(&output, step.stats()));
     Ok(())
 }

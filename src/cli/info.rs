@@ -101,7 +101,7 @@ pub fn run_info(args: &InfoArgs, out: &mut impl Write) -> Result<(), CliError> {
     writeln!(
         out,
         "  {}: {} layers, hidden {}, MLP {}, {} heads ({} key/value, head dim {}), vocabulary \
-         {}, tied embeddings: {}",
+         {}, context {} positions, tied embeddings: {}",
         c.architecture.model_type(),
         c.num_hidden_layers,
         c.hidden_size,
@@ -110,6 +110,7 @@ pub fn run_info(args: &InfoArgs, out: &mut impl Write) -> Result<(), CliError> {
         c.num_key_value_heads,
         c.head_dim,
         c.vocab_size,
+        c.max_position_embeddings,
         if c.tie_word_embeddings { "yes" } else { "no" }
     )?;
     writeln!(

@@ -28,7 +28,7 @@ use l2d_core::TemperatureSchedule;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionError, DiffusionPath};
 use l2d_models::generation::{
     BudgetPolicy, DiffusionGenerationError, DiffusionOptions, DiffusionStats, GenerationConfig,
-    GenerationError, GenerationOutput, GuidanceOptions, X1Estimate,
+    GenerationError, GenerationOutput, GuidanceOptions, StopReason, X1Estimate,
 };
 use l2d_models::l2d_config::{L2dConfig, L2dConfigError};
 use l2d_models::pretrained::{LoadOptions, Pretrained, PretrainedError};
@@ -191,6 +191,59 @@ pub struct SamplingArgs {
     /// Stop when the text contains this (repeatable; the text is cut before it).
     #[arg(long = "stop", value_name = "TEXT")]
     pub stops: Vec<String>,
+    /// A prompt longer than the model's context is an error; with `left` its oldest tokens
+    /// are dropped instead, keeping room for `--max-new-tokens` (at least one prompt token).
+    #[arg(long, value_enum)]
+    pub truncate: Option<Truncate>,
+}
+
+/// How a prompt that does not fit the model's context is shortened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Truncate {
+    /// Drop the oldest tokens (the start of the prompt).
+    Left,
+}
+
+impl SamplingArgs {
+    /// `ids` fitted to a model `context` positions long: unchanged when it fits; with
+    /// `--truncate left`, its last `max(1, context - max_new_tokens)` tokens when it does not
+    /// (a note on `log` says how many were dropped); otherwise unchanged, for generation to
+    /// refuse with a typed error.
+    fn fit_prompt(&self, ids: Vec<u32>, context: usize, log: &mut impl Write) -> Vec<u32> {
+        if ids.len() <= context || self.truncate.is_none() {
+            return ids;
+        }
+        let keep = context.saturating_sub(self.max_new_tokens).max(1);
+        let dropped = ids.len() - keep;
+        note(
+            log,
+            format!(
+                "the prompt's {} tokens exceed the model's context of {context}: its first \
+                 {dropped} were dropped (--truncate left)",
+                ids.len()
+            ),
+        );
+        ids[dropped..].to_vec()
+    }
+}
+
+/// A note when a reply stopped because the sequence filled the model's context.
+fn note_context_full(log: &mut impl Write, output: &GenerationOutput, context: usize) {
+    let full = output
+        .sequences
+        .iter()
+        .filter(|s| s.stop_reason == StopReason::ContextFull)
+        .count();
+    if full > 0 {
+        note(
+            log,
+            format!(
+                "{full} of {} replies stopped early: the sequence filled the model's context of \
+                 {context} positions",
+                output.sequences.len()
+            ),
+        );
+    }
 }
 
 impl SamplingArgs {

@@ -435,3 +435,52 @@ fn pretrained_load_errors_name_the_file() {
     assert!(matches!(e, PretrainedError::Gguf(_)), "{e}");
     assert!(e.to_string().contains("cut.gguf"), "{e}");
 }
+
+/// A model of `context` positions (random weights).
+fn model_with_context(context: usize) -> CausalLm {
+    let config = l2d_models::config::ModelConfig::from_value(&serde_json::json!({
+        "model_type": "llama", "hidden_size": 16, "intermediate_size": 32,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "vocab_size": 32, "max_position_embeddings": context
+    }))
+    .unwrap();
+    CausalLm::random(&config, &Device::flex(), DType::F32, 7)
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused_and_rows_stop_when_it_is_full() {
+    let model = model_with_context(12);
+    let config = GenerationConfig::greedy(100);
+    // 13 tokens for a context of 12: refused before any forward, naming the row.
+    let long: Vec<u32> = (0..13).map(|i| i % 30).collect();
+    let err = generate(
+        &mut BaseStep::new(&model),
+        None,
+        &[vec![1, 2], long],
+        &config,
+        |_| Flow::Continue,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GenerationError::PromptTooLong {
+                row: 1,
+                len: 13,
+                context: 12
+            }
+        ),
+        "{err}"
+    );
+    // Rows of 3 and 12 tokens (left-padded together): each stops when its sequence holds 12
+    // positions, before max_new_tokens; a full-length prompt still gets its one token.
+    let out = run(&model, &[vec![1, 2, 3], (0..12).collect()], &config);
+    for (s, prompt) in out.sequences.iter().zip([3, 12]) {
+        assert_eq!(s.stop_reason, StopReason::ContextFull);
+        assert_eq!(s.prompt_len + s.tokens.len(), 12.max(prompt + 1));
+    }
+    // Within the context, max_new_tokens still decides.
+    let out = run(&model, &[vec![1, 2, 3]], &GenerationConfig::greedy(4));
+    assert_eq!(out.sequences[0].stop_reason, StopReason::MaxNewTokens);
+    assert_eq!(out.sequences[0].tokens.len(), 4);
+}

@@ -1087,6 +1087,10 @@ impl TokenStep for DiffusionStep<'_> {
         self.generator.base.config().vocab_size
     }
 
+    fn context_length(&self) -> Option<usize> {
+        Some(self.generator.base.config().max_position_embeddings)
+    }
+
     fn device(&self) -> Device {
         self.generator.base.device()
     }

@@ -87,6 +87,19 @@ pub enum GenerationError {
         /// The model's vocabulary size.
         vocab_size: usize,
     },
+    /// A prompt is longer than the model's context.
+    #[error(
+        "prompt {row} has {len} tokens, more than the model's context of {context} positions \
+         (shorten it, or truncate it: `--truncate left` on the command line)"
+    )]
+    PromptTooLong {
+        /// The prompt's index in the batch.
+        row: usize,
+        /// Its length in tokens.
+        len: usize,
+        /// The model's context (`max_position_embeddings`).
+        context: usize,
+    },
     /// Stop strings are matched on text, which needs a tokenizer.
     #[error("stop strings {strings:?} need a tokenizer to match decoded text")]
     StopStringsNeedTokenizer {
@@ -178,6 +191,8 @@ pub enum StopReason {
     StopString(String),
     /// `max_new_tokens` tokens were sampled.
     MaxNewTokens,
+    /// The sequence filled the model's context (`max_position_embeddings` positions).
+    ContextFull,
     /// The token callback asked to stop.
     Callback,
 }
@@ -293,6 +308,8 @@ struct Row<'t> {
 struct Rows<'t, 'c, F> {
     rows: Vec<Row<'t>>,
     config: &'c GenerationConfig,
+    /// The model's context, when it has one.
+    context: Option<usize>,
     on_token: F,
 }
 
@@ -358,6 +375,11 @@ impl<'c, F: FnMut(&TokenEvent<'_>) -> Flow> Rows<'_, 'c, F> {
                 row.stop = Some(StopReason::Callback);
             } else if row.sampled >= config.max_new_tokens {
                 row.stop = Some(StopReason::MaxNewTokens);
+            } else if self
+                .context
+                .is_some_and(|c| row.prompt_len + row.sampled >= c)
+            {
+                row.stop = Some(StopReason::ContextFull);
             }
             if row.stop.is_some() {
                 self.flush(r)?;
@@ -392,7 +414,8 @@ impl<'c, F: FnMut(&TokenEvent<'_>) -> Flow> Rows<'_, 'c, F> {
 ///
 /// # Errors
 /// [`GenerationError::NoPrompts`], [`GenerationError::EmptyPrompt`],
-/// [`GenerationError::TokenOutOfVocabulary`], [`GenerationError::StopStringsNeedTokenizer`],
+/// [`GenerationError::TokenOutOfVocabulary`], [`GenerationError::PromptTooLong`],
+/// [`GenerationError::StopStringsNeedTokenizer`],
 /// [`GenerationError::Sampling`] for invalid sampling parameters, and the step's and
 /// tokenizer's errors.
 pub fn generate<S, F>(
@@ -422,6 +445,7 @@ where
             })
             .collect(),
         config,
+        context: step.context_length(),
         on_token,
     };
     let mut stats = GenerationStats {
@@ -523,6 +547,15 @@ fn validate<S: TokenStep + ?Sized>(
     for (row, p) in prompts.iter().enumerate() {
         if p.is_empty() {
             return Err(GenerationError::EmptyPrompt { row });
+        }
+        if let Some(context) = step.context_length()
+            && p.len() > context
+        {
+            return Err(GenerationError::PromptTooLong {
+                row,
+                len: p.len(),
+                context,
+            });
         }
         if let Some((position, &id)) = p
             .iter()

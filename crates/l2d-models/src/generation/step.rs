@@ -27,6 +27,13 @@ pub trait TokenStep {
     /// The device tensors are created on.
     fn device(&self) -> Device;
 
+    /// The most positions a sequence may hold (the model's `max_position_embeddings`), or
+    /// `None` for no limit. A prompt longer than this is refused, and a row stops with
+    /// [`StopReason::ContextFull`](super::StopReason::ContextFull) when it fills it.
+    fn context_length(&self) -> Option<usize> {
+        None
+    }
+
     /// Feeds `input_ids` after the positions already in `cache`, extends the cache and returns
     /// the next-token logits of every row.
     ///
@@ -57,6 +64,10 @@ impl<S: TokenStep + ?Sized> TokenStep for &mut S {
 
     fn device(&self) -> Device {
         (**self).device()
+    }
+
+    fn context_length(&self) -> Option<usize> {
+        (**self).context_length()
     }
 
     fn next_logits(
@@ -114,6 +125,10 @@ impl BaseStep<'_> {
 impl TokenStep for BaseStep<'_> {
     fn vocab_size(&self) -> usize {
         self.model.config().vocab_size
+    }
+
+    fn context_length(&self) -> Option<usize> {
+        Some(self.model.config().max_position_embeddings)
     }
 
     fn device(&self) -> Device {
