@@ -252,6 +252,60 @@ fn bad_flags_missing_files_and_mismatched_adapters_fail_clearly() {
         &["no guidance classes"],
     );
     fails(&generate(&["--device", "tpu"]), 1, &["--device", "tpu"]);
+    // Work is bounded: huge step counts and budgets fail at once (no grid is built).
+    fails(
+        &generate(&["--adapter", adapter, "--steps", "1000000000"]),
+        1,
+        &["steps", "above the limit of 100000"],
+    );
+    fails(
+        &generate(&[
+            "--adapter",
+            adapter,
+            "--solver",
+            "bosh3",
+            "--max-nfe",
+            "10",
+            "--budget-fallback-steps",
+            "1000000000",
+        ]),
+        1,
+        &["above the limit of 100000"],
+    );
+    fails(
+        &generate(&[
+            "--adapter",
+            adapter,
+            "--solver",
+            "bosh3",
+            "--max-nfe",
+            "4000000000",
+        ]),
+        1,
+        &["max_nfe", "above the limit"],
+    );
+    let report = dir.0.join("report.json");
+    fails(
+        &l2d(&[
+            "eval",
+            "--model",
+            &model,
+            "--adapter",
+            adapter,
+            "--tasks",
+            root()
+                .join("fixtures/eval/arithmetic.jsonl")
+                .to_str()
+                .unwrap(),
+            "--settings",
+            "1000000000",
+            "--report",
+            report.to_str().unwrap(),
+        ]),
+        1,
+        &["above the limit of 100000"],
+    );
+    assert!(!report.exists());
 
     // An adapter built for another architecture.
     let other = CausalLm::from_dir(

@@ -506,6 +506,14 @@ pub struct Generator<'m> {
     table: OnceCell<Tensor<2>>,
 }
 
+/// The most solver steps a token may take on a fixed grid (or a budget's fixed-grid
+/// fallback): far above the paper's largest setting (64 steps, 127 NFE), low enough that a
+/// mistyped count fails at once instead of building a grid that never ends.
+pub const MAX_SOLVER_STEPS: usize = 100_000;
+
+/// The largest NFE budget per token an adaptive solve may be given.
+pub const MAX_NFE_PER_TOKEN: usize = 1_000_000;
+
 impl<'m> Generator<'m> {
     /// A generator over `base` and `path`, checking the options against them.
     ///
@@ -513,8 +521,9 @@ impl<'m> Generator<'m> {
     /// [`DiffusionGenerationError::Diffusion`] for a path built for another base, an
     /// invalid adapter configuration or class labels;
     /// [`DiffusionGenerationError::Invalid`] for invalid options (a method without error
-    /// estimate in adaptive mode, tolerances, budget, temperature, guidance weight or
-    /// interval, a state dtype the device lacks).
+    /// estimate in adaptive mode, tolerances, a budget, steps above [`MAX_SOLVER_STEPS`] or
+    /// [`MAX_NFE_PER_TOKEN`], temperature, guidance weight or interval, a state dtype the
+    /// device lacks).
     pub fn new(
         base: &'m CausalLm,
         path: Option<&'m DiffusionPath>,
@@ -545,12 +554,36 @@ impl<'m> Generator<'m> {
                 if max_nfe == Some(0) {
                     return Err(invalid("max_nfe", "must be at least 1".into()));
                 }
-                if on_budget == (BudgetPolicy::FixedGrid { steps: 0 }) {
+                if let Some(n) = max_nfe.filter(|&n| n > MAX_NFE_PER_TOKEN) {
                     return Err(invalid(
-                        "on_budget",
-                        "a fixed-grid fallback needs at least 1 step".into(),
+                        "max_nfe",
+                        format!("{n} is above the limit of {MAX_NFE_PER_TOKEN} per token"),
                     ));
                 }
+                match on_budget {
+                    BudgetPolicy::FixedGrid { steps: 0 } => {
+                        return Err(invalid(
+                            "on_budget",
+                            "a fixed-grid fallback needs at least 1 step".into(),
+                        ));
+                    }
+                    BudgetPolicy::FixedGrid { steps } if steps > MAX_SOLVER_STEPS => {
+                        return Err(invalid(
+                            "on_budget",
+                            format!(
+                                "a fallback of {steps} steps is above the limit of \
+                                 {MAX_SOLVER_STEPS} per token"
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            DiffusionMode::Fixed { steps, .. } if steps > MAX_SOLVER_STEPS => {
+                return Err(invalid(
+                    "steps",
+                    format!("{steps} is above the limit of {MAX_SOLVER_STEPS} per token"),
+                ));
             }
             DiffusionMode::Base | DiffusionMode::Fixed { .. } => {}
         }

@@ -46,8 +46,8 @@ mod text;
 
 pub use diffusion::{
     BudgetPolicy, DiffusionGenerationError, DiffusionMode, DiffusionOptions, DiffusionOutput,
-    DiffusionStats, DiffusionStep, Generator, GuidanceOptions, TemperatureOffset, TokenStats,
-    X1Estimate,
+    DiffusionStats, DiffusionStep, Generator, GuidanceOptions, MAX_NFE_PER_TOKEN, MAX_SOLVER_STEPS,
+    TemperatureOffset, TokenStats, X1Estimate,
 };
 pub use step::{BaseStep, TokenStep};
 pub use text::{StreamingText, TextDelta};
