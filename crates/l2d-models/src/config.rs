@@ -193,6 +193,21 @@ fn explicit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::
     Value::deserialize(d).map(Some)
 }
 
+/// The largest value a size field of `config.json` may take, well above every released model
+/// (Llama-3.1-405B: 126 layers, hidden 16384, intermediate 53248, 128 heads, vocabulary 128k,
+/// context 128k), so that a corrupt or hostile value is refused before anything is allocated
+/// from it.
+pub const MAX_SIZES: [(&str, usize); 8] = [
+    ("vocab_size", 1 << 22),
+    ("hidden_size", 1 << 17),
+    ("intermediate_size", 1 << 19),
+    ("num_hidden_layers", 1 << 12),
+    ("num_attention_heads", 1 << 12),
+    ("num_key_value_heads", 1 << 12),
+    ("head_dim", 1 << 13),
+    ("max_position_embeddings", 1 << 24),
+];
+
 /// The configuration of a decoder-only Llama / Qwen2 / Mistral model.
 ///
 /// Field names and meanings follow Hugging Face's `config.json`; absent fields take
@@ -402,10 +417,20 @@ impl ModelConfig {
             ));
         }
 
-        let positive = |v: Option<usize>, default: usize, field: &str| match v.unwrap_or(default) {
-            0 => Err(invalid(field, "must be positive")),
-            n => Ok(n),
-        };
+        // Every size is checked against a documented maximum before anything is allocated
+        // from it (a per-layer table, the list of expected tensors): a corrupt or hostile
+        // config fails here instead of exhausting memory.
+        let positive =
+            |v: Option<usize>, default: usize, field: &'static str| match v.unwrap_or(default) {
+                0 => Err(invalid(field, "must be positive")),
+                n => match MAX_SIZES.iter().find(|(f, _)| *f == field) {
+                    Some((_, max)) if n > *max => Err(invalid(
+                        field,
+                        format!("{n} is above the supported maximum of {max}"),
+                    )),
+                    _ => Ok(n),
+                },
+            };
         let vocab_size = positive(raw.vocab_size, d.vocab_size, "vocab_size")?;
         let hidden_size = positive(raw.hidden_size, d.hidden_size, "hidden_size")?;
         let intermediate_size = positive(
@@ -467,8 +492,7 @@ impl ModelConfig {
                 }
                 derived
             }
-            (_, Some(0)) => return Err(invalid("head_dim", "must be positive")),
-            (_, Some(hd)) => hd,
+            (_, Some(hd)) => positive(Some(hd), hd, "head_dim")?,
             (_, None) => derived_head_dim()?,
         };
         if head_dim % 2 != 0 {
@@ -479,10 +503,10 @@ impl ModelConfig {
         }
 
         let rms_norm_eps = raw.rms_norm_eps.unwrap_or(1e-6);
-        if rms_norm_eps.is_nan() || rms_norm_eps < 0.0 {
+        if !rms_norm_eps.is_finite() || rms_norm_eps < 0.0 {
             return Err(invalid(
                 "rms_norm_eps",
-                format!("{rms_norm_eps} is negative"),
+                format!("{rms_norm_eps} is not a finite non-negative number"),
             ));
         }
         let (mut rope_theta, rope_scaling) = match (&raw.rope_parameters, &raw.rope_scaling) {
@@ -495,8 +519,11 @@ impl ModelConfig {
         };
         rope_theta = rope_theta.or(raw.rope_theta);
         let rope_theta = rope_theta.unwrap_or(10000.0);
-        if rope_theta.is_nan() || rope_theta <= 1.0 {
-            return Err(invalid("rope_theta", format!("{rope_theta} must exceed 1")));
+        if !rope_theta.is_finite() || rope_theta <= 1.0 {
+            return Err(invalid(
+                "rope_theta",
+                format!("{rope_theta} must be finite and exceed 1"),
+            ));
         }
 
         // Sliding windows. Explicit null disables; absent takes the architecture default.
@@ -583,9 +610,11 @@ impl ModelConfig {
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            max_position_embeddings: raw
-                .max_position_embeddings
-                .unwrap_or(d.max_position_embeddings),
+            max_position_embeddings: positive(
+                raw.max_position_embeddings,
+                d.max_position_embeddings,
+                "max_position_embeddings",
+            )?,
             rms_norm_eps,
             rope_theta,
             rope_scaling,

@@ -306,6 +306,10 @@ pub struct ResolvedDims {
     pub num_classes: usize,
 }
 
+/// The deepest MLP a diffusion-path configuration may ask for (mapping, flow-to-LM encoder,
+/// timestep embedding): the released configurations use 1 or 2 layers.
+pub const MAX_DEPTH: usize = 64;
+
 impl L2dConfig {
     /// Parses a JSON object of reference hyper-parameters; absent keys keep the released
     /// values. The result is validated ([`L2dConfig::validate`]).
@@ -530,6 +534,59 @@ impl L2dConfig {
                 value: value.to_string(),
                 reason,
             })
+        }
+        // Sizes are bounded before anything is built from them (an adapter's metadata may be
+        // corrupt): far above the released configurations (256-wide spaces, rank 32, depth 2).
+        for (field, value, max) in [
+            (
+                "flow_representation_dim",
+                self.flow_representation_dim,
+                1 << 17,
+            ),
+            (
+                "flow_representation_num_layers",
+                self.flow_representation_num_layers,
+                MAX_DEPTH,
+            ),
+            (
+                "flow_to_lm_translation_depth",
+                Some(self.flow_to_lm_translation_depth),
+                MAX_DEPTH,
+            ),
+            (
+                "flow_to_lm_hidden_size",
+                self.flow_to_lm_hidden_size,
+                1 << 17,
+            ),
+            (
+                "timestep_modulation_num_layers",
+                Some(self.timestep_modulation_num_layers),
+                MAX_DEPTH,
+            ),
+            (
+                "timestep_modulation_freq_embedding_size",
+                self.timestep_modulation_freq_embedding_size,
+                1 << 17,
+            ),
+            (
+                "timestep_modulation_hidden_size",
+                self.timestep_modulation_hidden_size,
+                1 << 17,
+            ),
+            ("flow_lora_rank", Some(self.flow_lora_rank), 1 << 16),
+            (
+                "guidance_modulation_num_classes",
+                self.guidance_modulation_num_classes,
+                1 << 20,
+            ),
+        ] {
+            if let Some(v) = value.filter(|&v| v > max) {
+                return invalid(
+                    field,
+                    v,
+                    &format!("is above the supported maximum of {max}"),
+                );
+            }
         }
         if self.self_attention_on_flow_sequence {
             return unsupported(

@@ -541,6 +541,37 @@ fn malformed_adapter_files_are_typed_errors() {
         }
         other => panic!("{other:?}"),
     }
+    tensors.remove("model.extra.weight");
+
+    // Metadata sizing a path far beyond anything real (a corrupt `l2d_config`): refused by
+    // field before anything is built from it.
+    for (field, value) in [
+        ("flow_representation_num_layers", 100_000_000u64),
+        ("timestep_modulation_num_layers", u64::MAX),
+        ("flow_to_lm_translation_depth", 1 << 40),
+        ("flow_lora_rank", 1 << 40),
+    ] {
+        let mut bad = meta.clone();
+        let mut config: serde_json::Value = serde_json::from_str(&bad["l2d_config"]).unwrap();
+        config[field] = value.into();
+        bad.insert("l2d_config".into(), config.to_string());
+        let p = dir.path().join(format!("{field}.safetensors"));
+        safetensors::serialize_to_file(tensors.iter().map(|(k, v)| (k.clone(), v)), Some(bad), &p)
+            .unwrap();
+        let start = std::time::Instant::now();
+        let err = DiffusionPath::load(&p, &base, &AdapterLoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(field) && err.contains("maximum"),
+            "{field}: {err}"
+        );
+        assert!(
+            start.elapsed().as_secs() < 5,
+            "{field}: {:?}",
+            start.elapsed()
+        );
+    }
 }
 
 #[test]

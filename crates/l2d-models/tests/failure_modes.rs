@@ -498,3 +498,51 @@ fn hf_cache_layout_is_resolved_offline() {
         other => panic!("{other}"),
     }
 }
+
+/// Sizes in `config.json` far beyond any model (a corrupt or hostile file) are refused by name
+/// before anything is allocated from them; so are non-finite numbers.
+#[test]
+fn sizes_beyond_the_supported_maxima_and_non_finite_numbers_are_refused_by_name() {
+    for (field, value) in [
+        ("num_hidden_layers", serde_json::json!(100_000_000u64)),
+        ("num_hidden_layers", serde_json::json!(u64::MAX)),
+        ("hidden_size", serde_json::json!(1u64 << 40)),
+        ("vocab_size", serde_json::json!(1u64 << 33)),
+        ("max_position_embeddings", serde_json::json!(1u64 << 40)),
+        ("head_dim", serde_json::json!(1u64 << 20)),
+    ] {
+        let tmp = copy_to_temp(&hf_fixture("llama3-tied"));
+        edit_json(&tmp.path().join("config.json"), |c| {
+            c[field] = value.clone()
+        });
+        let start = std::time::Instant::now();
+        let err = CausalLm::from_dir(tmp.path(), &device(), DType::F32).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(field) && msg.contains("supported maximum"),
+            "{field} = {value}: {msg}"
+        );
+        assert!(
+            start.elapsed().as_secs() < 5,
+            "{field}: {:?}",
+            start.elapsed()
+        );
+    }
+    // JSON has no NaN or infinity: a number beyond f64 is already a parse error naming the
+    // file (GGUF metadata can hold them: `gguf_tiny_llama.rs` checks those).
+    for field in ["rope_theta", "rms_norm_eps"] {
+        let tmp = copy_to_temp(&hf_fixture("llama3-tied"));
+        let path = tmp.path().join("config.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        value.as_object_mut().unwrap().remove(field);
+        let mut text = serde_json::to_string(&value).unwrap();
+        text.insert_str(1, &format!("\"{field}\": 1e999, "));
+        std::fs::write(&path, text).unwrap();
+        let err = ModelConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("config.json") && err.contains("out of range"),
+            "{field}: {err}"
+        );
+    }
+}

@@ -169,3 +169,37 @@ fn unsupported_models_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(err, WeightError::Missing { .. }), "{err}");
 }
+
+/// The bytes of the tiny GGUF with the f32 metadata value of `key` replaced by `value`.
+fn with_f32_metadata(key: &str, value: f32) -> Vec<u8> {
+    let mut b = std::fs::read(fixtures().join("gguf/tiny-llama.gguf")).unwrap();
+    let needle = [&(key.len() as u64).to_le_bytes()[..], key.as_bytes()].concat();
+    let at = b
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .unwrap_or_else(|| panic!("{key} is not in the fixture"))
+        + needle.len();
+    assert_eq!(
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap()),
+        6,
+        "{key}: f32"
+    );
+    b[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    b
+}
+
+/// JSON cannot hold NaN or infinity: without a check such a value would silently become the
+/// architecture's default.
+#[test]
+fn non_finite_metadata_is_an_error_naming_the_key() {
+    for key in [
+        "llama.attention.layer_norm_rms_epsilon",
+        "llama.rope.freq_base",
+    ] {
+        for value in [f32::NAN, f32::INFINITY] {
+            let file = GgufFile::from_bytes(with_f32_metadata(key, value), "bad.gguf").unwrap();
+            let err = file.config_json().unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("not a finite"), "{err}");
+        }
+    }
+}

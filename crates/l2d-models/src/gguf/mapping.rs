@@ -120,6 +120,23 @@ impl GgufFile {
                 },
             },
         };
+        // JSON has no NaN or infinity: such a value would silently become a default.
+        let finite = |k: String, v: f64| {
+            if v.is_finite() {
+                Ok(v)
+            } else {
+                Err(GgufError::InvalidValue {
+                    path: self.path().to_path_buf(),
+                    key: k,
+                    reason: format!("{v} is not a finite number"),
+                })
+            }
+        };
+        let eps = finite(key("attention.layer_norm_rms_epsilon"), eps)?;
+        let rope_theta = match self.get_f64(&key("rope.freq_base"))? {
+            Some(v) => finite(key("rope.freq_base"), v)?,
+            None => 10000.0,
+        };
         let mut config = json!({
             "architectures": [arch.class],
             "model_type": arch.model_type,
@@ -129,7 +146,7 @@ impl GgufFile {
             "num_attention_heads": heads,
             "num_key_value_heads": kv_heads,
             "rms_norm_eps": eps,
-            "rope_theta": self.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0),
+            "rope_theta": rope_theta,
             "vocab_size": vocab_size,
             "hidden_act": "silu",
             "tie_word_embeddings": self.tensor_info("output.weight").is_none(),
