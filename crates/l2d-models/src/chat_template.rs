@@ -237,6 +237,10 @@ fn days_from_civil(d: CivilDate) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The execution budget of one render (minijinja's fuel), on top of a quarter of the input's
+/// bytes: the released chat templates spend a few thousand on a conversation.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
 const MONTHS: [&str; 12] = [
     "January",
     "February",
@@ -562,6 +566,20 @@ impl ChatTemplate {
         let source = rewrite_generation_tags(source);
         let raised: Arc<Mutex<Option<String>>> = Arc::default();
         let mut env = Environment::new();
+        // A template is code from the model's files: it runs on a budget that a real
+        // conversation never comes near but that stops a runaway loop (or a template building
+        // huge strings) in well under a second. Fuel also bounds memory, at about 64 bytes each.
+        let input_bytes = [
+            serde_json::to_string(messages).map_or(0, |s| s.len()),
+            options.tools.as_ref().map_or(0, |v| v.to_string().len()),
+            options
+                .documents
+                .as_ref()
+                .map_or(0, |v| v.to_string().len()),
+        ]
+        .iter()
+        .sum::<usize>() as u64;
+        env.set_fuel(Some(TEMPLATE_FUEL + input_bytes / 4));
         let syntax = SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
@@ -626,6 +644,17 @@ impl ChatTemplate {
         let ctx = Value::from_pairs(ctx.iter().map(|(k, v)| (k.as_str(), json_to_value(v))));
         template.render(ctx).map_err(|e| {
             let message = raised.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if e.kind() == ErrorKind::OutOfFuel {
+                return ChatTemplateError::Render {
+                    source_name: self.source_name.clone(),
+                    reason: format!(
+                        "the template ran out of its execution budget ({} steps plus a quarter \
+                         of the input's bytes): it loops or builds far more text than a \
+                         conversation needs",
+                        TEMPLATE_FUEL
+                    ),
+                };
+            }
             match message {
                 Some(message) => ChatTemplateError::Raised {
                     source_name: self.source_name.clone(),

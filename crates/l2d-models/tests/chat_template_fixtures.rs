@@ -268,3 +268,38 @@ fn syntax_errors_and_tojson_options() {
         r#"{"a": [1, 2.5e-07], "é": "<b>&"}|{"a": [1, 2.5e-07], "\u00e9": "<b>&"}|{"a":[1,2.5e-07],"é":"<b>&"}"#
     );
 }
+
+/// A template is code from the model's files: a runaway one stops on its execution budget,
+/// quickly and with a typed error, while a long real conversation renders.
+#[test]
+fn a_runaway_template_stops_on_its_budget() {
+    let nested = ChatTemplate::new(
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "nested.jinja",
+    );
+    let start = std::time::Instant::now();
+    let err = nested
+        .render(&[ChatMessage::user("hi")], &RenderOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ChatTemplateError::Render { reason, .. } if reason.contains("budget")),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+    // A big string built at once is refused before it is allocated.
+    let huge = ChatTemplate::new("{{ 'x' * 100000000000 }}", "huge.jinja");
+    assert!(
+        huge.render(&[ChatMessage::user("hi")], &RenderOptions::default())
+            .is_err()
+    );
+    // 2,000 messages of 2 kB each fit comfortably.
+    let echo = ChatTemplate::new(
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}",
+        "echo.jinja",
+    );
+    let messages: Vec<ChatMessage> = (0..2000)
+        .map(|i| ChatMessage::user(format!("{i}{}", "y".repeat(2000))))
+        .collect();
+    let text = echo.render(&messages, &RenderOptions::default()).unwrap();
+    assert!(text.len() > 4_000_000);
+}
