@@ -47,6 +47,13 @@ pub enum SamplingError {
         /// The shape found.
         shape: [usize; 2],
     },
+    /// The logits hold NaN or +infinity: the model's weights (or an adapter's) are corrupt or
+    /// overflow in this dtype. Sampling from them would give arbitrary tokens.
+    #[error(
+        "the model produced non-finite logits (NaN or +infinity): its weights or the \
+         adapter's are corrupt, or overflow in this dtype"
+    )]
+    NonFiniteLogits,
 }
 
 /// Sampling parameters (Hugging Face names and meanings).
@@ -165,6 +172,15 @@ impl Sampler {
         } else {
             logits.cast(FloatDType::F32)
         };
+        let bad = logits
+            .clone()
+            .is_nan()
+            .bool_or(logits.clone().equal_elem(f32::INFINITY))
+            .any()
+            .into_scalar::<bool>();
+        if bad {
+            return Err(SamplingError::NonFiniteLogits);
+        }
         let ids = if self.config.temperature == 0.0 {
             logits.argmax(1)
         } else {

@@ -484,3 +484,27 @@ fn a_prompt_longer_than_the_context_is_refused_and_rows_stop_when_it_is_full() {
     assert_eq!(out.sequences[0].stop_reason, StopReason::MaxNewTokens);
     assert_eq!(out.sequences[0].tokens.len(), 4);
 }
+
+/// Corrupt weights (a NaN in the head) give non-finite logits: a typed error, not arbitrary
+/// tokens or an empty reply.
+#[test]
+fn non_finite_logits_are_an_error() {
+    let mut model = model_with_context(64);
+    let head = model.lm_head.as_mut().expect("an untied head");
+    let w = head.weight.val();
+    let mut values: Vec<f32> = w.clone().into_data().to_vec().unwrap();
+    values[3] = f32::NAN;
+    head.weight = burn::module::Param::from_tensor(burn::tensor::Tensor::from_data(
+        burn::tensor::TensorData::new(values, w.dims()),
+        &w.device(),
+    ));
+    let err = generate(
+        &mut BaseStep::new(&model),
+        None,
+        &[vec![1, 2, 3]],
+        &GenerationConfig::greedy(4),
+        |_| Flow::Continue,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("non-finite logits"), "{err}");
+}
