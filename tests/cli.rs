@@ -318,7 +318,10 @@ fn bad_flags_missing_files_and_mismatched_adapters_fail_clearly() {
     fails(
         &generate(&["--adapter", foreign.to_str().unwrap()]),
         1,
-        &["foreign.safetensors", "does not fit this base model"],
+        &[
+            "foreign.safetensors",
+            "architecture \"qwen2\": the base model is `llama`",
+        ],
     );
     // An adapter trained on other weights of the same shape: refused unless forced.
     let twin = CausalLm::random(lm.model.config(), &Device::flex(), DType::F32, 99);

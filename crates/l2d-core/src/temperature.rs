@@ -74,6 +74,11 @@ impl TemperatureSchedule {
                 t,
                 "the temperature must be finite",
             )),
+            TemperatureSchedule::Constant(t) if t < 0.0 => Err(Error::invalid(
+                "temperature",
+                t,
+                "the temperature must not be negative (0 means the argmax)",
+            )),
             TemperatureSchedule::Polynomial { power, .. } if !power.is_finite() => Err(
                 Error::invalid("power", power, "the polynomial power must be finite"),
             ),

@@ -42,6 +42,13 @@ impl GuidanceInterval {
                 "the start must not exceed the end",
             ));
         }
+        if start < 0.0 || end > 1.0 {
+            return Err(Error::invalid(
+                "guidance interval",
+                format!("[{start}, {end}]"),
+                "must lie within the flow's time range [0, 1]",
+            ));
+        }
         Ok(Self { start, end })
     }
 

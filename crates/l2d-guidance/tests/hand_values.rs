@@ -194,6 +194,14 @@ fn errors_name_the_problem() {
         GuidanceInterval::new(f64::NAN, 0.2),
         Err(Error::InvalidValue { .. })
     ));
+    // Times outside the flow's [0, 1] would never (or always) apply: a mistake, refused.
+    for (a, b) in [(-0.1, 0.5), (0.5, 1.2), (-2.0, 3.0)] {
+        assert!(matches!(
+            GuidanceInterval::new(a, b),
+            Err(Error::InvalidValue { .. })
+        ));
+    }
+    assert!(GuidanceInterval::new(0.0, 1.0).is_ok());
     let g = Guidance::new(2.0).unwrap();
     assert!(matches!(
         g.combine(0.5, t(&[1.0, 2.0], [1, 2]), Some(t(&[1.0, 2.0], [2, 1]))),

@@ -543,6 +543,25 @@ fn malformed_adapter_files_are_typed_errors() {
     }
     tensors.remove("model.extra.weight");
 
+    // Metadata that cannot belong to an adapter of this base: another format, a future format
+    // version, another architecture. Each refused by entry.
+    for (entry, value, needle) in [
+        ("format", "gguf", "not an L2D adapter"),
+        ("format_version", "2", "reads version 1"),
+        ("architecture", "qwen2", "the base model is `llama`"),
+    ] {
+        let mut bad = meta.clone();
+        bad.insert(entry.into(), value.into());
+        let p = dir.path().join(format!("{entry}.safetensors"));
+        safetensors::serialize_to_file(tensors.iter().map(|(k, v)| (k.clone(), v)), Some(bad), &p)
+            .unwrap();
+        let err = DiffusionPath::load(&p, &base, &AdapterLoadOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, DiffusionError::Metadata { .. }) && err.to_string().contains(needle),
+            "{entry}: {err}"
+        );
+    }
+
     // Metadata sizing a path far beyond anything real (a corrupt `l2d_config`): refused by
     // field before anything is built from it.
     for (field, value) in [

@@ -126,6 +126,44 @@ impl AdapterMetadata {
     }
 }
 
+impl AdapterMetadata {
+    /// Refuses metadata that cannot belong to an adapter this build reads for `base`: another
+    /// `format`, a `format_version` other than 1, an `architecture` other than the base's.
+    /// Entries that are absent (a reference checkpoint has none) are not checked.
+    ///
+    /// # Errors
+    /// [`DiffusionError::Metadata`] naming the file and the entry.
+    pub fn check_format(&self, path: &Path, base: &CausalLm) -> Result<(), DiffusionError> {
+        let bad = |reason: String| DiffusionError::Metadata {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if let Some(format) = &self.format
+            && format != ADAPTER_FORMAT
+        {
+            return Err(bad(format!(
+                "format {format:?} is not an L2D adapter ({ADAPTER_FORMAT:?})"
+            )));
+        }
+        if let Some(version) = self.raw.get("format_version")
+            && version != "1"
+        {
+            return Err(bad(format!(
+                "format_version {version:?}: this build reads version 1 (a newer l2d wrote it?)"
+            )));
+        }
+        let model_type = base.config().architecture.model_type();
+        if let Some(arch) = &self.architecture
+            && !arch.eq_ignore_ascii_case(model_type)
+        {
+            return Err(bad(format!(
+                "architecture {arch:?}: the base model is `{model_type}`"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A fingerprint of a model's weights: an FNV-1a hash over every parameter's path and shape
 /// and [`FINGERPRINT_SAMPLES`] evenly spaced elements of it rounded to bf16 (so the same
 /// checkpoint loaded in f32 or bf16 gives the same fingerprint). Cheap: it reads a few
@@ -360,6 +398,7 @@ impl DiffusionPath {
     ) -> Result<Self, DiffusionError> {
         let path = path.as_ref();
         let meta = AdapterMetadata::read(path)?;
+        meta.check_format(path, base)?;
         let config = options
             .config
             .clone()
