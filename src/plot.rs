@@ -368,7 +368,7 @@ impl LinePlot {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(path, self.to_svg()).map_err(|e| {
+        l2d_models::weights::write_atomically(path, self.to_svg().as_bytes()).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot write `{}`: {e}", path.display()))
         })
     }

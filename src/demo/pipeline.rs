@@ -839,7 +839,8 @@ impl QuickstartReport {
         std::fs::create_dir_all(dir).map_err(|e| fail(dir, &e))?;
         let json = dir.join("quickstart.json");
         let text = serde_json::to_string_pretty(self).map_err(|e| fail(&json, &e))?;
-        std::fs::write(&json, text + "\n").map_err(|e| fail(&json, &e))?;
+        l2d_models::weights::write_atomically(&json, (text + "\n").as_bytes())
+            .map_err(|e| fail(&json, &e))?;
         let svg = dir.join("quickstart.svg");
         self.plot().write(&svg).map_err(|e| fail(&svg, &e))?;
         Ok((json, svg))

@@ -96,7 +96,7 @@ impl EvalReport {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let text = serde_json::to_string_pretty(self).expect("a report always serialises");
-        std::fs::write(path, text + "\n").map_err(io)
+        l2d_models::weights::write_atomically(path, (text + "\n").as_bytes()).map_err(io)
     }
 
     /// Reads a report written by [`EvalReport::write_json`].

@@ -168,8 +168,10 @@ pub fn save_checkpoint(
     Ok(dir)
 }
 
-/// Deletes checkpoint folders beyond the newest `keep_last` (never `current`) and stale
-/// temporary folders.
+/// Deletes checkpoint folders beyond the newest `keep_last` (never `current`) and leftovers
+/// of interrupted writes. A folder is first renamed out of the `step-*` names (atomically),
+/// then deleted: a kill in the middle leaves a `.trash-*` leftover that the next prune or run
+/// removes, never a half-deleted `step-*` that looks like a checkpoint.
 fn prune(root: &Path, keep_last: usize, current: &str) -> Result<()> {
     let mut names: Vec<String> = std::fs::read_dir(root)
         .map_err(io("read", root))?
@@ -182,8 +184,36 @@ fn prune(root: &Path, keep_last: usize, current: &str) -> Result<()> {
     for n in names.into_iter().take(excess) {
         if n != current {
             let p = root.join(&n);
-            std::fs::remove_dir_all(&p).map_err(io("remove", &p))?;
+            let trash = root.join(format!(".trash-{n}.tmp-{}", std::process::id()));
+            std::fs::rename(&p, &trash).map_err(io("rename", &p))?;
+            std::fs::remove_dir_all(&trash).map_err(io("remove", &trash))?;
         }
+    }
+    remove_leftovers(root)
+}
+
+/// Removes what interrupted checkpoint writes and prunes leave in `root` (a run's
+/// `checkpoints/` folder): hidden `.*.tmp-*` files and folders (temporary checkpoints, a
+/// temporary `latest`, folders being deleted). Nothing else is touched.
+///
+/// # Errors
+/// [`TrainError::Io`] naming the entry that could not be removed.
+pub fn remove_leftovers(root: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with('.') && name.contains(".tmp-")) {
+            continue;
+        }
+        let p = entry.path();
+        let removed = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.map_err(io("remove", &p))?;
     }
     Ok(())
 }

@@ -59,8 +59,12 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Continue from the run folder's latest checkpoint.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Start afresh in a run folder that holds a previous run, deleting that run's
+    /// checkpoints, metrics, adapter and config (nothing else in the folder).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Stop after this many steps (after a checkpoint); `--resume` continues the run.
     #[arg(long)]
     pub stop_after: Option<usize>,
@@ -160,6 +164,7 @@ pub fn run_train(args: &TrainArgs) -> Result<TrainSummary> {
         &config,
         &RunOptions {
             resume: args.resume,
+            overwrite: args.overwrite,
             stop_after: args.stop_after,
             quiet: args.quiet,
         },

@@ -15,6 +15,17 @@ pub enum TrainError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The run folder holds a previous run and neither resuming nor overwriting was asked.
+    #[error(
+        "the run folder `{path}` holds a previous run ({found}): pass --resume to continue it \
+         or --overwrite to replace it"
+    )]
+    RunFolderInUse {
+        /// The run folder.
+        path: PathBuf,
+        /// The run outputs found in it.
+        found: String,
+    },
     /// A record of a chat file is malformed (bad JSON, a missing `messages` field, ...).
     #[error("`{path}`, {location}: {reason}")]
     Data {

@@ -49,6 +49,10 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// No progress output on stderr.
     pub quiet: bool,
+    /// Start afresh in a run folder that holds a previous run, deleting that run's outputs
+    /// (its checkpoints, metrics, adapter and config; nothing else). Without it (or
+    /// `resume`) such a folder is refused.
+    pub overwrite: bool,
 }
 
 /// The model bundle a run trains on.
@@ -343,6 +347,50 @@ pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary>
     run(config, options, &model, &data, &device, progress_quiet)
 }
 
+/// What a run writes in its folder (`config.toml`, `metrics.jsonl`, `checkpoints/`,
+/// `adapter.safetensors`): the entries `--overwrite` deletes, and whose presence marks a
+/// folder as holding a run.
+pub const RUN_OUTPUTS: [&str; 4] = [
+    "config.toml",
+    "metrics.jsonl",
+    crate::checkpoint::CHECKPOINTS,
+    "adapter.safetensors",
+];
+
+/// Creates the run folder or checks that it may be used: a folder holding a previous run's
+/// outputs is refused unless the run resumes it or `overwrite` is set (then those outputs,
+/// and only those, are deleted first). Leftovers of interrupted checkpoint writes are
+/// removed.
+///
+/// # Errors
+/// [`TrainError::RunFolderInUse`] naming the folder; [`TrainError::Io`].
+fn prepare_run_folder(out: &std::path::Path, options: &RunOptions) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    let present: Vec<&str> = RUN_OUTPUTS
+        .iter()
+        .copied()
+        .filter(|name| out.join(name).exists())
+        .collect();
+    if !present.is_empty() && !options.resume {
+        if !options.overwrite {
+            return Err(TrainError::RunFolderInUse {
+                path: out.to_path_buf(),
+                found: present.join(", "),
+            });
+        }
+        for name in present {
+            let p = out.join(name);
+            let removed = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            removed.map_err(|e| TrainError::io("remove", &p, e))?;
+        }
+    }
+    crate::checkpoint::remove_leftovers(&out.join(crate::checkpoint::CHECKPOINTS))
+}
+
 /// [`train`] on an already loaded model and prepared data.
 ///
 /// # Errors
@@ -356,7 +404,7 @@ pub fn run(
     quiet: bool,
 ) -> Result<TrainSummary> {
     let out = &config.output.dir;
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io("create", out, e))?;
+    prepare_run_folder(out, options)?;
     crate::checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
     let base = &model.base;
     let l2d = config.l2d_config()?;

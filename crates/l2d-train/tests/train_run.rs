@@ -249,6 +249,63 @@ fn resuming_from_the_middle_gives_the_same_adapter_bit_for_bit() {
 }
 
 #[test]
+fn a_finished_run_is_never_overwritten_by_accident_and_leftovers_are_cleaned() {
+    let dir = tmp("guard");
+    let config = config_file(&dir);
+    let c = config.to_str().unwrap();
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let first = run_train(&args(&["-c", c, "-q", "-o", o])).unwrap();
+    let adapter = std::fs::read(first.adapter.as_ref().unwrap()).unwrap();
+    let metrics = std::fs::read(&first.metrics).unwrap();
+    // A user's own file in the run folder, and leftovers of a run killed mid-write.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let ck = out.join(CHECKPOINTS);
+    std::fs::create_dir_all(ck.join(".step-00000008.tmp-99999")).unwrap();
+    std::fs::write(ck.join(".latest.tmp-99999"), "step-00000008").unwrap();
+    std::fs::create_dir_all(ck.join(".trash-step-00000002.tmp-99999")).unwrap();
+
+    // A fresh run into it is refused, and nothing is touched.
+    let err = run_train(&args(&["-c", c, "-q", "-o", o])).unwrap_err();
+    assert!(matches!(err, TrainError::RunFolderInUse { .. }), "{err}");
+    assert!(err.to_string().contains("--overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read(first.adapter.as_ref().unwrap()).unwrap(),
+        adapter
+    );
+    assert_eq!(std::fs::read(&first.metrics).unwrap(), metrics);
+    assert!(ck.join(".latest.tmp-99999").exists());
+
+    // --overwrite replaces the run's outputs only: the user's file stays, leftovers go.
+    let again = run_train(&args(&["-c", c, "-q", "-o", o, "--overwrite"])).unwrap();
+    assert_eq!(again.steps, 6);
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["latest", "step-00000004", "step-00000006"]);
+    // The same seed and data give the same adapter; metrics start afresh (one start line).
+    assert_eq!(
+        std::fs::read(again.adapter.as_ref().unwrap()).unwrap(),
+        adapter
+    );
+    let starts = std::fs::read_to_string(&again.metrics)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"start\""))
+        .count();
+    assert_eq!(starts, 1);
+    // --resume and --overwrite together make no sense.
+    assert!(Cli::try_parse_from(["l2d-train", "-c", c, "--resume", "--overwrite"]).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn configuration_mistakes_are_typed_errors() {
     let dir = tmp("config");
     let config = config_file(&dir);
@@ -412,11 +469,13 @@ fn non_finite_losses_are_skipped_counted_and_stop_the_run_past_the_limit() {
         }
         other => panic!("expected NonFinite, got {other}"),
     }
-    // With a generous limit the run finishes, every micro-batch counted, nothing updated.
+    // With a generous limit the run finishes, every micro-batch counted, nothing updated
+    // (in the failed run's folder, which it replaces).
     let err_free = run_train(&args(&[
         "-c",
         toml.to_str().unwrap(),
         "-q",
+        "--overwrite",
         "--steps",
         "2",
         "--set",
