@@ -453,11 +453,12 @@ fn adapter_files_round_trip_and_refuse_another_base() {
     };
     assert!(DiffusionPath::load(&file, &other, &forced).is_ok());
 
-    // A base of other sizes: refused even when forced.
+    // A base of another architecture (and other sizes): refused even when forced, by the
+    // adapter's `architecture` entry before its sizes are compared.
     let small = CausalLm::random(&base_config("qwen2"), &device, DType::F32, 1);
     assert!(matches!(
         DiffusionPath::load(&file, &small, &forced),
-        Err(DiffusionError::BaseMismatch { .. })
+        Err(DiffusionError::Metadata { reason, .. }) if reason.contains("architecture")
     ));
 }
 

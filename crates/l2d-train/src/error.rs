@@ -56,6 +56,20 @@ pub enum TrainError {
         /// The configured class names.
         known: Vec<String>,
     },
+    /// The tokenizer produced an id with no row in the model's embedding (a tokenizer that
+    /// does not belong to the model).
+    #[error(
+        "{what}: token id {id} is outside the model's vocabulary of {vocab} (the tokenizer does \
+         not belong to this model)"
+    )]
+    TokenOutOfVocabulary {
+        /// Where the id came from (`conversation 3 of the training data`, `the padding id`).
+        what: String,
+        /// The id.
+        id: u32,
+        /// The model's vocabulary size.
+        vocab: usize,
+    },
     /// No training example is left after encoding and truncation.
     #[error("no usable example in {what}: {reason}")]
     NoData {

@@ -173,6 +173,26 @@ pub fn prepare_data(config: &TrainConfig, model: &LoadedModel) -> Result<Prepare
         .pad_token()
         .or(model.tokenizer.eos_token())
         .map_or(0, |t| t.id);
+    // A tokenizer larger than the model's embedding can produce ids with no row to look up.
+    let vocab = model.base.config().vocab_size;
+    for (what, examples) in [("training", &train), ("validation", &validation)] {
+        for e in examples.iter() {
+            if let Some(&id) = e.input_ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(TrainError::TokenOutOfVocabulary {
+                    what: format!("conversation {} of the {what} data", e.conversation),
+                    id,
+                    vocab,
+                });
+            }
+        }
+    }
+    if pad_id as usize >= vocab {
+        return Err(TrainError::TokenOutOfVocabulary {
+            what: "the tokenizer's padding id".into(),
+            id: pad_id,
+            vocab,
+        });
+    }
     Ok(PreparedData {
         train,
         validation,

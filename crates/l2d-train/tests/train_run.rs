@@ -520,3 +520,39 @@ fn data_inspect_marks_the_scored_tokens() {
     assert_eq!(scored.len(), 10, "{table}"); // "2 + 3 = 5." and <|im_end|>
     assert!(scored.last().unwrap().ends_with("<|im_end|>"));
 }
+
+/// A tokenizer that does not belong to the model (more tokens than the embedding has rows)
+/// is refused before training, naming the conversation and the id.
+#[test]
+fn a_tokenizer_larger_than_the_models_vocabulary_is_refused() {
+    let dir = tmp("vocab");
+    // A 128-token model with a 626-token tokenizer and its chat template.
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let hf = root().join("fixtures/hf/llama3-tied");
+    let tok = root().join("fixtures/tokenizers/llama3");
+    for (from, name) in [
+        (&hf, "config.json"),
+        (&hf, "model.safetensors"),
+        (&tok, "tokenizer.json"),
+        (&tok, "tokenizer_config.json"),
+    ] {
+        std::fs::copy(from.join(name), model.join(name)).unwrap();
+    }
+    let config = config_file(&dir);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &root()
+            .join("fixtures/gguf/tiny-llama.gguf")
+            .display()
+            .to_string(),
+        &model.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let err = run_train(&args(&["-c", config.to_str().unwrap(), "-q"])).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::TokenOutOfVocabulary { vocab: 128, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("conversation"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
