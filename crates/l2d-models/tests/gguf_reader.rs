@@ -272,3 +272,27 @@ fn tensor_problems_are_typed_errors_naming_the_tensor() {
     let err = GgufFile::open(fixtures().join("gguf/missing.gguf")).unwrap_err();
     assert!(matches!(err, GgufError::Io { .. }), "{err}");
 }
+
+/// Two tensors pointing at the same bytes (a corrupt or crafted index) are refused, naming
+/// both.
+#[test]
+fn tensors_whose_bytes_overlap_are_refused() {
+    let b = bytes();
+    let offset_of = |name: &str| {
+        let at = type_field(&b, name) + 4;
+        (at, u64::from_le_bytes(b[at..at + 8].try_into().unwrap()))
+    };
+    let (_, f32_offset) = offset_of("f32");
+    let (at, _) = offset_of("f16");
+    let mut shared = b.clone();
+    shared[at..at + 8].copy_from_slice(&f32_offset.to_le_bytes());
+    let err = GgufFile::from_bytes(shared, "overlap.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("overlap") && err.contains("f32") && err.contains("f16"),
+        "{err}"
+    );
+    // The unmodified file has none.
+    assert!(GgufFile::from_bytes(b, "ok.gguf").is_ok());
+}

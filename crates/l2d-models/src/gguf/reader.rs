@@ -331,6 +331,9 @@ impl GgufFile {
         if data_offset > file_len && !tensors.is_empty() {
             return Err(r.error("the file ends before its tensor data section".into()));
         }
+        // Byte ranges `[offset, offset + size)` of the tensors of known size, to refuse
+        // tensors that share bytes (a corrupt or crafted index).
+        let mut ranges: Vec<(u64, u64, &str)> = Vec::with_capacity(tensors.len());
         for t in &tensors {
             if t.offset % alignment != 0 {
                 return Err(r.tensor_error(
@@ -370,6 +373,17 @@ impl GgufFile {
                         ),
                     ));
                 }
+                ranges.push((t.offset, t.offset + size, &t.name));
+            }
+        }
+        ranges.sort_unstable();
+        for pair in ranges.windows(2) {
+            let ((_, end, first), (start, _, second)) = (pair[0], pair[1]);
+            if start < end {
+                return Err(r.tensor_error(
+                    second,
+                    format!("its bytes overlap those of `{first}` (offset {start} < {end})"),
+                ));
             }
         }
         Ok(GgufFile {
