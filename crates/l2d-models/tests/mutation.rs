@@ -1,6 +1,6 @@
-//! Bad input never crashes: 2,000 seeded mutations per format of the files a user hands to l2d (GGUF
-//! headers and metadata, safetensors headers, `config.json` values, an adapter's metadata),
-//! each loaded the way `l2d` loads it. Every one must end in `Ok` or a typed error: no
+//! Bad input never crashes: 2,000 seeded mutations per format of the files a user hands to
+//! l2d (GGUF headers and metadata, safetensors headers, `config.json` values, an adapter's
+//! metadata), each loaded the way `l2d` loads it. Every one must end in `Ok` or a typed error: no
 //! panic, no abort, no single allocation above 1 GiB (a counting allocator refuses it, which
 //! aborts the test loudly), and no case slower than 5 s.
 
