@@ -546,3 +546,33 @@ fn sizes_beyond_the_supported_maxima_and_non_finite_numbers_are_refused_by_name(
         );
     }
 }
+
+/// A tensor removed from a safetensors header (its bytes left in place) is reported as a gap
+/// before the next tensor, not as a bad offset of an innocent one.
+#[test]
+fn a_tensor_removed_from_the_header_is_reported_as_a_gap() {
+    let tmp = copy_to_temp(&hf_fixture("qwen2-bias"));
+    let path = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let first = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .min_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap())
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    header.as_object_mut().unwrap().remove(&first);
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&path, out).unwrap();
+    let err = SafetensorsSource::open(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("gap or overlap") && err.contains("model.safetensors"),
+        "{err}"
+    );
+}

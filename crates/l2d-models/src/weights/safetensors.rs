@@ -64,8 +64,18 @@ fn map_shard(path: &Path) -> Result<(Shard, Vec<(String, Entry)>), WeightError> 
     // SAFETY: the mapping is read-only; the documented contract is that checkpoint files are
     // not modified while a source is alive (as for every memory-mapped loader).
     let mmap = unsafe { Mmap::map(&file) }.map_err(|e| file_err(path, e))?;
-    let (header_len, metadata) =
-        SafeTensors::read_metadata(&mmap[..]).map_err(|e| file_err(path, e))?;
+    let (header_len, metadata) = SafeTensors::read_metadata(&mmap[..]).map_err(|e| match e {
+        // safetensors requires the tensors' byte ranges to tile the data section; a gap
+        // (a tensor removed from the header, or resized) is reported on the tensor after it.
+        safetensors::SafeTensorError::InvalidOffset(name) => file_err(
+            path,
+            format!(
+                "the header's byte ranges do not tile the data: a gap or overlap before \
+                 `{name}` (a tensor removed from the header, or resized?)"
+            ),
+        ),
+        e => file_err(path, e),
+    })?;
     let base = 8 + header_len;
     let entries = metadata
         .tensors()
