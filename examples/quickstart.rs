@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release --example quickstart
 //! cargo run --release --example quickstart -- --lora-steps 6000 --diffusion-steps 6000
-//! cargo run --release --example quickstart -- --lora-reference   # + LoRA r40, PEFT init
+//! cargo run --release --example quickstart -- --lora-inits reference   # one LoRA baseline
 //! ```
 //!
 //! Prints the table and writes `quickstart.json` and `quickstart.svg` to `--out-dir`.
@@ -50,12 +50,10 @@ struct Args {
     /// LoRA rank (default: the diffusion path's parameter count, matched).
     #[arg(long)]
     lora_rank: Option<usize>,
-    /// LoRA `A` initialisation: `reference` (N(0,1)/rank, as the diffusion path) or `peft`.
-    #[arg(long, default_value = "reference")]
-    lora_init: String,
-    /// Also train LoRA at the toy reference's exact setting (rank 40, PEFT initialisation).
-    #[arg(long)]
-    lora_reference: bool,
+    /// LoRA baselines to train, by their `A` initialisation: `reference` (the authors'
+    /// `N(0, 1/rank²)`, as the diffusion path) and/or `peft` (Kaiming-uniform).
+    #[arg(long, value_delimiter = ',', default_value = "reference,peft")]
+    lora_inits: Vec<String>,
     /// Euler step counts (grid intervals) to evaluate, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
     euler_steps: Vec<usize>,
@@ -126,18 +124,26 @@ fn main() -> Result<()> {
     config.base.steps = args.base_steps;
     config.lora.steps = args.lora_steps;
     config.lora.rank = args.lora_rank;
-    config.lora.init = match args.lora_init.as_str() {
-        "reference" => LoraInit::Reference,
-        "peft" => LoraInit::Peft,
-        other => bail!("--lora-init: expected `reference` or `peft`, got {other:?}"),
+    let inits = args
+        .lora_inits
+        .iter()
+        .map(|name| match name.as_str() {
+            "reference" => Ok(LoraInit::Reference),
+            "peft" => Ok(LoraInit::Peft),
+            other => bail!("--lora-inits: expected `reference` or `peft`, got {other:?}"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some((&first, rest)) = inits.split_first() else {
+        bail!("--lora-inits: name at least one initialisation");
     };
-    if args.lora_reference {
-        config.extra_lora.push(LoraConfig {
-            rank: Some(40),
-            init: LoraInit::Peft,
+    config.lora.init = first;
+    config.extra_lora = rest
+        .iter()
+        .map(|&init| LoraConfig {
+            init,
             ..config.lora.clone()
-        });
-    }
+        })
+        .collect();
     config.diffusion.steps = args.diffusion_steps;
     if let Some(seed) = args.diffusion_seed {
         config.diffusion.seed = seed;

@@ -28,11 +28,14 @@ fn toy_config(seed: u64) -> QuickstartConfig {
         frequency_dim: 16,
         ..ToyDiffusionPath::default()
     };
-    c.extra_lora.push(LoraConfig {
+    // The default second baseline (PEFT's initialisation), here at another rank.
+    assert_eq!(c.extra_lora.len(), 1);
+    assert_eq!(c.extra_lora[0].init, LoraInit::Peft);
+    c.extra_lora[0] = LoraConfig {
         rank: Some(3),
         init: LoraInit::Peft,
         ..c.lora.clone()
-    });
+    };
     c.test_size = 30;
     c.eval_batch = 16;
     c.euler_steps = vec![1, 2, 4];
@@ -151,7 +154,12 @@ fn the_toy_pipeline_reports_every_row_a_plot_and_json_deterministically() {
         let m = config.base.model.model_config().unwrap();
         l2d::demo::lora::lora_param_count(&m, config.lora.resolved_rank(&m))
     });
-    assert_eq!(report.rows[2].method, "LoRA r3 (peft init)");
+    let m = config.base.model.model_config().unwrap();
+    assert_eq!(
+        report.rows[1].method,
+        format!("LoRA r{} (authors' init)", config.lora.resolved_rank(&m))
+    );
+    assert_eq!(report.rows[2].method, "LoRA r3 (PEFT init)");
 
     // The table holds every row, once.
     let table = report.table();

@@ -178,6 +178,16 @@ pub enum LoraInit {
     Peft,
 }
 
+impl LoraInit {
+    /// How a table row names it: `authors'` or `PEFT`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LoraInit::Reference => "authors'",
+            LoraInit::Peft => "PEFT",
+        }
+    }
+}
+
 /// Settings of the LoRA baseline. Defaults: the diffusion path's optimizer in the toy
 /// reference (AdamW lr 1e-3, β (0.9, 0.95), ε 1e-8, weight decay 0.01, constant lr, batch
 /// 128, 3000 steps), rank matched to [`ToyDiffusionPath::default`], alpha = rank.

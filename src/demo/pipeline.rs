@@ -32,7 +32,7 @@ use super::diffusion::{
     train_diffusion,
 };
 use super::evaluate::{EvalResult, greedy_answers};
-use super::lora::{LoraConfig, lora_param_count, train_lora};
+use super::lora::{LoraConfig, LoraInit, lora_param_count, train_lora};
 use super::pretrain::{PretrainConfig, load_base, pretrain, save_base};
 use super::task::{AdditionTask, Problem};
 use super::{DemoError, TinyLlama};
@@ -74,8 +74,8 @@ pub struct QuickstartConfig {
     pub base: PretrainConfig,
     /// The plain-LoRA baseline (rank matched to the diffusion path by default).
     pub lora: LoraConfig,
-    /// Further LoRA runs reported beside it (e.g. the toy reference's exact rank and PEFT
-    /// initialisation).
+    /// Further LoRA runs reported beside it (by default the same rank with PEFT's
+    /// initialisation of `A`, beside the authors' one).
     pub extra_lora: Vec<LoraConfig>,
     /// The diffusion path's training.
     pub diffusion: DiffusionTrainConfig,
@@ -115,7 +115,10 @@ impl Default for QuickstartConfig {
             digits: 6,
             base: PretrainConfig::default(),
             lora: LoraConfig::default(),
-            extra_lora: Vec::new(),
+            extra_lora: vec![LoraConfig {
+                init: LoraInit::Peft,
+                ..LoraConfig::default()
+            }],
             diffusion: DiffusionTrainConfig::default(),
             test_size: 1000,
             eval_batch: 500,
@@ -145,6 +148,9 @@ impl QuickstartConfig {
         c.base.model = shape;
         c.base.seed = seed;
         c.lora.seed = seed + 1;
+        for l in &mut c.extra_lora {
+            l.seed = seed + 1;
+        }
         c.diffusion.seed = seed + 2;
         c.diffusion.data_seed = seed + 1;
         c
@@ -445,12 +451,12 @@ pub fn run_quickstart(
     {
         let rank = lora_config.resolved_rank(&model_config);
         let alpha = lora_config.alpha.unwrap_or(rank as f64);
-        let init = format!("{:?}", lora_config.init).to_lowercase();
+        let init = lora_config.init.label();
         log(&format!(
-            "[2/4] plain-LoRA baseline{}: rank {rank}, alpha {alpha} on q/o/gate/up/down ({} \
+            "[2/4] plain-LoRA baseline {}: rank {rank}, alpha {alpha} on q/o/gate/up/down ({} \
              parameters; the diffusion path has {diffusion_size}), {init} init; {} steps of \
              AdamW lr {} β ({}, {}) batch {}",
-            if i == 0 { "" } else { " (extra)" },
+            i + 1,
             lora_param_count(&model_config, rank),
             lora_config.steps,
             lora_config.lr,
@@ -464,11 +470,7 @@ pub fn run_quickstart(
                 log(&format!("  step {:>5}  loss {loss:.4}", step + 1));
             }
         })?;
-        let name = if i == 0 {
-            format!("LoRA r{rank}")
-        } else {
-            format!("LoRA r{rank} ({init} init)")
-        };
+        let name = format!("LoRA r{rank} ({} init)", lora_config.init.label());
         training.push(TrainingSummary::new(
             name.clone(),
             lora.trainable_params,
