@@ -14,6 +14,7 @@ pub fn available_devices() -> Vec<&'static str> {
     }
     if cfg!(feature = "cuda") {
         names.push("cuda");
+        names.push("cuda:N");
     }
     names
 }
@@ -31,7 +32,7 @@ pub struct UnknownDevice {
 }
 
 /// The device called `name`: `cpu` / `flex` (the CPU backend), `vulkan` / `wgpu` (the default
-/// adapter) or `cuda` (GPU 0), the last three when compiled in.
+/// adapter) or `cuda` (GPU 0) / `cuda:N` (GPU `N`), the last three when compiled in.
 ///
 /// ```
 /// assert!(l2d_core::device_by_name("cpu").is_ok());
@@ -50,6 +51,40 @@ pub fn device_by_name(name: &str) -> Result<Device, UnknownDevice> {
         "wgpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(Device::cuda(0)),
+        #[cfg(feature = "cuda")]
+        other if cuda_index(other).is_some() => Ok(Device::cuda(cuda_index(other).unwrap_or(0))),
         other => Err(UnknownDevice { name: other.into() }),
+    }
+}
+
+/// `N` of a `cuda:N` device name (a GPU index below 1024).
+pub fn cuda_index(name: &str) -> Option<usize> {
+    name.strip_prefix("cuda:")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n < 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_indices_parse_and_other_names_do_not() {
+        assert_eq!(cuda_index("cuda:0"), Some(0));
+        assert_eq!(cuda_index("cuda:7"), Some(7));
+        for bad in [
+            "cuda",
+            "cuda:",
+            "cuda:-1",
+            "cuda:x",
+            "cuda:99999",
+            "vulkan:0",
+        ] {
+            assert_eq!(cuda_index(bad), None, "{bad}");
+        }
+        // Without the cuda feature (CI's default build) a CUDA name is an unknown device.
+        if !cfg!(feature = "cuda") {
+            assert!(device_by_name("cuda:1").is_err());
+        }
     }
 }

@@ -431,15 +431,8 @@ impl TrainConfig {
         if self.data.max_seq_len < 2 {
             return Err(TrainError::config("data.max_seq_len", "must be at least 2"));
         }
-        match self.model.dtype.as_str() {
-            "f32" | "bf16" | "f16" => {}
-            other => {
-                return Err(TrainError::config(
-                    "model.dtype",
-                    format!("unknown dtype {other:?}; use f32, bf16 or f16"),
-                ));
-            }
-        }
+        crate::trainer::dtype_from_name(&self.model.dtype)?;
+        crate::trainer::device_from_name(&self.train.device)?;
         let t = &self.train;
         if t.micro_batch_size == 0 || t.accumulation_steps == 0 {
             return Err(TrainError::config(

@@ -65,29 +65,32 @@ pub struct LoadedModel {
     pub template: ChatTemplate,
 }
 
-/// The device named by `train.device`.
+/// The device named by `train.device`: a name of [`l2d_core::device_by_name`] (`cpu`,
+/// `vulkan`, `wgpu`, `cuda`, `cuda:N`, as built in), or `default` (the first backend built
+/// in).
 ///
 /// # Errors
-/// [`TrainError::Config`] for an unknown name.
+/// [`TrainError::Config`] for a name this build does not have.
 pub fn device_from_name(name: &str) -> Result<Device> {
-    match name {
-        "cpu" | "flex" => Ok(Device::flex()),
-        "default" => Ok(Device::default()),
-        other => Err(TrainError::config(
-            "train.device",
-            format!(
-                "unknown device {other:?}; use `cpu` or `default` (the first backend built in)"
-            ),
-        )),
+    if name == "default" {
+        return Ok(Device::default());
     }
+    l2d_core::device_by_name(name).map_err(|e| TrainError::config("train.device", e.to_string()))
 }
 
-/// The dtype named by `model.dtype`.
-pub fn dtype_from_name(name: &str) -> DType {
+/// The dtype named by `model.dtype`: `f32`, `bf16` or `f16`.
+///
+/// # Errors
+/// [`TrainError::Config`] for any other name.
+pub fn dtype_from_name(name: &str) -> Result<DType> {
     match name {
-        "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        _ => DType::F32,
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => Err(TrainError::config(
+            "model.dtype",
+            format!("unknown dtype {other:?}; use f32, bf16 or f16"),
+        )),
     }
 }
 
@@ -98,7 +101,7 @@ pub fn dtype_from_name(name: &str) -> DType {
 /// template and no `data.template_file`.
 pub fn load_model(config: &TrainConfig, device: &Device) -> Result<LoadedModel> {
     let path = PathBuf::from(&config.model.path);
-    let options = LoadOptions::new(device.clone(), dtype_from_name(&config.model.dtype));
+    let options = LoadOptions::new(device.clone(), dtype_from_name(&config.model.dtype)?);
     let pretrained =
         Pretrained::open(&config.model.path, &options).map_err(|e| TrainError::Model {
             path: path.clone(),
