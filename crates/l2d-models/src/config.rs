@@ -271,6 +271,9 @@ pub struct ModelConfig {
     pub pad_token_id: Option<u32>,
     /// `torch_dtype` as written (the checkpoint's storage dtype), if any.
     pub torch_dtype: Option<String>,
+    /// The size fields absent from the file, which took the architecture's default (as
+    /// transformers does); named when a tensor then has another shape.
+    pub defaulted: Vec<&'static str>,
 }
 
 struct Defaults {
@@ -431,6 +434,16 @@ impl ModelConfig {
                     _ => Ok(n),
                 },
             };
+        let defaulted: Vec<&'static str> = [
+            ("vocab_size", raw.vocab_size.is_none()),
+            ("hidden_size", raw.hidden_size.is_none()),
+            ("intermediate_size", raw.intermediate_size.is_none()),
+            ("num_hidden_layers", raw.num_hidden_layers.is_none()),
+            ("num_attention_heads", raw.num_attention_heads.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(f, absent)| absent.then_some(f))
+        .collect();
         let vocab_size = positive(raw.vocab_size, d.vocab_size, "vocab_size")?;
         let hidden_size = positive(raw.hidden_size, d.hidden_size, "hidden_size")?;
         let intermediate_size = positive(
@@ -630,6 +643,7 @@ impl ModelConfig {
                 .first()
                 .copied(),
             torch_dtype: raw.torch_dtype,
+            defaulted,
         })
     }
 

@@ -200,7 +200,9 @@ fn wrong_kv_heads_is_a_shape_error_on_k_proj_before_compute() {
             expected,
             found,
             why,
+            defaulted,
         } => {
+            assert!(defaulted.is_empty(), "{defaulted:?}");
             assert_eq!(name, "model.layers.0.self_attn.k_proj.weight");
             assert!(location.contains("model.safetensors"));
             assert_eq!(
@@ -573,6 +575,23 @@ fn a_tensor_removed_from_the_header_is_reported_as_a_gap() {
     let err = SafetensorsSource::open(&path).unwrap_err().to_string();
     assert!(
         err.contains("gap or overlap") && err.contains("model.safetensors"),
+        "{err}"
+    );
+}
+
+/// A `config.json` that omits a size takes transformers' default; when the weights then
+/// disagree, the error says the size was defaulted, not only that a tensor has a wrong shape.
+#[test]
+fn a_defaulted_size_is_named_when_the_weights_disagree() {
+    let tmp = copy_to_temp(&hf_fixture("llama3-tied"));
+    edit_json(&tmp.path().join("config.json"), |c| {
+        c.as_object_mut().unwrap().remove("hidden_size");
+    });
+    let err = CausalLm::from_dir(tmp.path(), &device(), DType::F32)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no `hidden_size`") && err.contains("default"),
         "{err}"
     );
 }

@@ -47,7 +47,17 @@ pub enum LoadError {
         location: String,
     },
     /// A tensor's shape differs from what the configuration implies.
-    #[error("tensor `{name}` in {location} has shape {found:?}, expected {expected:?} ({why})")]
+    #[error(
+        "tensor `{name}` in {location} has shape {found:?}, expected {expected:?} ({why}){}",
+        if defaulted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the config has no {}, so the architecture's default was used",
+                defaulted.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+            )
+        }
+    )]
     ShapeMismatch {
         /// Hugging Face name.
         name: String,
@@ -59,6 +69,8 @@ pub enum LoadError {
         found: Vec<usize>,
         /// Which configuration fields determine the expected shape.
         why: String,
+        /// Size fields the config lacks, which took defaults (the likely cause).
+        defaulted: Vec<&'static str>,
     },
     /// The checkpoint holds tensors the model does not use.
     #[error("unexpected tensors in {location}: {}", names.join(", "))]
@@ -281,6 +293,7 @@ pub fn validate<S: WeightSource + ?Sized>(
                     expected: spec.shape.clone(),
                     found,
                     why: spec.why.to_string(),
+                    defaulted: config.defaulted.clone(),
                 });
             }
             Some(_) => {}
