@@ -143,6 +143,10 @@ fn run(args: Args) -> Result<()> {
         StopReason::StopString(text) => format!("stop string {text:?}"),
         StopReason::MaxNewTokens => format!("--max-new-tokens {}", args.max_new_tokens),
         StopReason::Callback => "interrupted".into(),
+        StopReason::ContextFull => format!(
+            "the model's context ({} positions)",
+            lm.model.config().max_position_embeddings
+        ),
     };
     eprintln!(
         "{} prompt tokens, {} new tokens; prefill {:.2?} ({:.1} tokens/s), decode {:.1} \

@@ -68,7 +68,7 @@ fn host(t: Tensor<3>) -> Vec<f64> {
     t.cast(DType::F32)
         .into_data()
         .convert::<f64>()
-        .into_vec::<f64>()
+        .try_into_vec::<f64>()
         .unwrap_or_default()
 }
 

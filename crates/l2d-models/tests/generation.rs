@@ -492,7 +492,7 @@ fn non_finite_logits_are_an_error() {
     let mut model = model_with_context(64);
     let head = model.lm_head.as_mut().expect("an untied head");
     let w = head.weight.val();
-    let mut values: Vec<f32> = w.clone().into_data().to_vec().unwrap();
+    let mut values: Vec<f32> = w.clone().into_data().try_to_vec().unwrap();
     values[3] = f32::NAN;
     head.weight = burn::module::Param::from_tensor(burn::tensor::Tensor::from_data(
         burn::tensor::TensorData::new(values, w.dims()),

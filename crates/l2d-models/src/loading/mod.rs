@@ -47,17 +47,7 @@ pub enum LoadError {
         location: String,
     },
     /// A tensor's shape differs from what the configuration implies.
-    #[error(
-        "tensor `{name}` in {location} has shape {found:?}, expected {expected:?} ({why}){}",
-        if defaulted.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; the config has no {}, so the architecture's default was used",
-                defaulted.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
-            )
-        }
-    )]
+    #[error("tensor `{name}` in {location} has shape {found:?}, expected {expected:?} ({why})")]
     ShapeMismatch {
         /// Hugging Face name.
         name: String,
@@ -67,10 +57,9 @@ pub enum LoadError {
         expected: Vec<usize>,
         /// The shape stored.
         found: Vec<usize>,
-        /// Which configuration fields determine the expected shape.
+        /// Which configuration fields determine the expected shape (and which of the sizes
+        /// the config lacks and took defaults for: the likely cause).
         why: String,
-        /// Size fields the config lacks, which took defaults (the likely cause).
-        defaulted: Vec<&'static str>,
     },
     /// The checkpoint holds tensors the model does not use.
     #[error("unexpected tensors in {location}: {}", names.join(", "))]
@@ -292,8 +281,20 @@ pub fn validate<S: WeightSource + ?Sized>(
                     location: source.location(&spec.name),
                     expected: spec.shape.clone(),
                     found,
-                    why: spec.why.to_string(),
-                    defaulted: config.defaulted.clone(),
+                    why: if config.defaulted.is_empty() {
+                        spec.why.to_string()
+                    } else {
+                        format!(
+                            "{}; the config has no {}, so the architecture's default was used",
+                            spec.why,
+                            config
+                                .defaulted
+                                .iter()
+                                .map(|f| format!("`{f}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
                 });
             }
             Some(_) => {}
