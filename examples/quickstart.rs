@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Parser;
 use l2d::demo::TinyLlama;
@@ -172,6 +172,10 @@ fn main() -> Result<()> {
         }
     };
 
+    // The output folder exists before the training starts (a path that cannot be written
+    // fails now, not after ten minutes).
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
     let report = run_quickstart(&config, &Device::flex(), &mut |line| println!("{line}"))?;
     println!(
         "\nresults on {} held-out problems (greedy over the answer digits; steps = Euler grid \

@@ -43,13 +43,63 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from flow_llms import FlowLlamaForCausalLM  # noqa: E402
 from flow_llms.base_components import LoRA  # noqa: E402
 
-PLUS, EQ, BOS, VOCAB = 10, 11, 12, 13
+PLUS, EQ, BOS, TIMES, VOCAB = 10, 11, 12, 13, 13
+TASK = "addition"
+
+# S3 in the order of `l2d::demo::task::s3_compose`: element i maps (0, 1, 2) to PERMS[i].
+PERMS = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
 
 
-def problem(rng, nd):
+def s3_compose(g, h):
+    """(g o h)(x) = g(h(x))."""
+    return PERMS.index(tuple(PERMS[g][PERMS[h][x]] for x in range(3)))
+
+
+def splitmix64(x):
+    m = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+def held_out(a, b):
+    """The held-out rule of `l2d::demo::task` (one problem in 10, by a hash of (a, b))."""
+    return splitmix64(splitmix64(a ^ 0x6C32645F73706C74) ^ b) % 10 == 0
+
+
+def one_token_problem(rng, nd, want_held_out):
+    """A problem of the one-token tasks of `l2d::demo::task`, on the training side of its
+    split (or the held-out side): `BOS d1..dN =` and one answer digit."""
+    k = 10 if TASK == "modular-sum" else 6
+    while True:
+        digits = [rng.randrange(k) for _ in range(nd)]
+        a = int("".join(map(str, digits)))
+        if held_out(a, 0) == want_held_out:
+            break
+    if TASK == "modular-sum":
+        answer = sum(digits) % 10
+    else:
+        answer = 0
+        for g in digits:
+            answer = s3_compose(answer, g)
+    return [BOS] + digits + [EQ], [answer]
+
+
+def problem(rng, nd, test=False):
+    if TASK in ("modular-sum", "permutation"):
+        return one_token_problem(rng, nd, test)
     a, b = rng.randrange(10**nd), rng.randrange(10**nd)
+    if TASK == "multiplication":
+        ids = ([BOS] + [int(c) for c in f"{a:0{nd}d}"] + [TIMES] + [int(c) for c in f"{b:0{nd}d}"]
+               + [EQ])
+        return ids, [int(c) for c in f"{a * b:0{2 * nd}d}"]
     ids = [BOS] + [int(c) for c in f"{a:0{nd}d}"] + [PLUS] + [int(c) for c in f"{b:0{nd}d}"] + [EQ]
     return ids, [int(c) for c in f"{a + b:0{nd + 1}d}"]
+
+
+def answer_len(nd):
+    return {"addition": nd + 1, "multiplication": 2 * nd}.get(TASK, 1)
 
 
 def batch(rng, n, nd):
@@ -60,8 +110,9 @@ def batch(rng, n, nd):
     return ids, labels
 
 
-def l2d_kwargs(hidden):
-    """The toy reference's diffusion path (58,592 parameters on the 6-digit row)."""
+def l2d_kwargs(hidden, noise_scale=64.0):
+    """The toy reference's diffusion path (58,592 parameters on the 6-digit row), with the
+    training noise's scale σ (`noise_rescaling`, 64 in the reference)."""
     return dict(
         base_params_to_freeze="all", noise_schedule="identity", flow_representation_space="mapping",
         flow_representation_dim=32, flow_representation_num_layers=1,
@@ -72,14 +123,14 @@ def l2d_kwargs(hidden):
         full_dit_modulation=True, timestep_modulation_num_layers=2,
         timestep_modulation_freq_embedding_size=64, timestep_modulation_hidden_size=hidden,
         separate_flow_params=True, separate_flow_params_with_lora=True, flow_lora_rank=8,
-        flow_lora_alpha=8.0, noise_rescaling=64.0, nstep_x1_estimation="sample",
+        flow_lora_alpha=8.0, noise_rescaling=noise_scale, nstep_x1_estimation="sample",
         nstep_temperature_schedule=0.0)
 
 
 def base_exact_match(base, tx, ty, nd):
     with torch.no_grad():
         seq = tx.clone()
-        for _ in range(nd + 1):
+        for _ in range(answer_len(nd)):
             nxt = base(input_ids=seq).logits[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], 1)
     return (seq[:, tx.shape[1]:] == ty).all(1).float().mean().item()
@@ -96,7 +147,7 @@ def l2d_exact_match(m, tx, ty, nd, grid, method, est):
         cache, cfinal = pre.past_key_values, pre.cached_final_hidden_states
         step_ids = seq[:, -1:]
         pos = torch.full((seq.shape[0], 1), seq.shape[1] - 1)
-        for _ in range(nd + 1):
+        for _ in range(answer_len(nd)):
             o = m.nstep_inference(
                 input_ids=step_ids, position_ids=pos, past_key_values=cache,
                 cached_final_hidden_states=cfinal, ode_steps=grid,
@@ -137,8 +188,17 @@ def main():
     ap.add_argument("--path-init", type=Path, default=None, help="initial path weights")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grids", default="2,3,5,17", help="Euler grid sizes (steps + 1)")
+    ap.add_argument("--noise-scale", type=float, default=64.0,
+                    help="the training noise's scale sigma (noise_rescaling)")
+    ap.add_argument("--task", default="addition",
+                    choices=["addition", "multiplication", "modular-sum", "permutation"],
+                    help="the task of `l2d::demo::task` (addition: the harness's own draws; the "
+                    "others: l2d's held-out split, training never sees a test problem)")
     args = ap.parse_args()
     nd, hidden = args.digits, args.hidden
+    global TASK, VOCAB
+    TASK = args.task
+    VOCAB = 14 if TASK == "multiplication" else 13
     torch.manual_seed(0)
     random.seed(0)
     torch.set_num_threads(args.threads)
@@ -169,7 +229,7 @@ def main():
     base.eval()
     res["base_seconds"] = time.time() - t0
     test_rng = random.Random(12345)
-    test = [problem(test_rng, nd) for _ in range(1000)]
+    test = [problem(test_rng, nd, test=True) for _ in range(1000)]
     tx = torch.tensor([x for x, _ in test])
     ty = torch.tensor([y for _, y in test])
     res["base"] = base_exact_match(base, tx, ty, nd)
@@ -208,7 +268,7 @@ def main():
             (args.out / "result.json").write_text(json.dumps(res, indent=1))
             return
 
-    kwargs = l2d_kwargs(hidden)
+    kwargs = l2d_kwargs(hidden, args.noise_scale)
     if args.path_seed is not None:
         torch.manual_seed(args.path_seed)
     m = FlowLlamaForCausalLM(base, **kwargs)

@@ -6,7 +6,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use l2d::demo::diffusion::{diffusion_answers, diffusion_exact_match};
 use l2d::demo::lora::ToyDiffusionPath;
 use l2d::demo::{
-    AdditionTask, DiffusionTrainConfig, PretrainConfig, TinyLlama, greedy_answers, pretrain,
+    DiffusionTrainConfig, DigitTask, PretrainConfig, TinyLlama, greedy_answers, pretrain,
     train_diffusion,
 };
 use l2d_core::HostRng;
@@ -61,7 +61,7 @@ fn the_toy_configuration_builds_the_toy_references_path() {
 
 #[test]
 fn the_tasks_training_examples_score_exactly_the_answer_digits() {
-    let task = AdditionTask::new(3).unwrap();
+    let task = DigitTask::addition(3).unwrap();
     let problems: Vec<_> = (0..5)
         .map(|_| task.sample_train(&mut ChaCha8Rng::seed_from_u64(4)))
         .chain([l2d::demo::Problem { a: 999, b: 1 }])
@@ -89,7 +89,7 @@ fn the_tasks_training_examples_score_exactly_the_answer_digits() {
 fn held_out_loss(
     path: &DiffusionPath,
     base: &CausalLm,
-    task: &AdditionTask,
+    task: &DigitTask,
     fixed_t: Option<f32>,
 ) -> f32 {
     let device = Device::flex();
@@ -110,7 +110,7 @@ fn held_out_loss(
 #[test]
 fn a_few_diffusion_steps_reduce_the_loss_deterministically() {
     let device = Device::flex();
-    let task = AdditionTask::new(2).unwrap();
+    let task = DigitTask::addition(2).unwrap();
     let base = pretrain(
         &task,
         &PretrainConfig {
@@ -173,7 +173,7 @@ fn a_fresh_path_answers_exactly_as_the_base_model() {
     // A fresh path's gate `head(t) - head(0)` is zero at every t: whatever the solver, L2D's
     // greedy answers are the frozen model's, through the whole generation path.
     let device = Device::flex();
-    let task = AdditionTask::new(2).unwrap();
+    let task = DigitTask::addition(2).unwrap();
     let base = pretrain(
         &task,
         &PretrainConfig {
@@ -277,7 +277,7 @@ fn direct_euler_answers(
 fn generator_answers_equal_a_direct_euler_loop_on_a_path_that_matters() {
     use l2d_models::generation::{Flow, GenerationConfig, Generator, generate};
     let device = Device::flex();
-    let task = AdditionTask::new(2).unwrap();
+    let task = DigitTask::addition(2).unwrap();
     let base = pretrain(
         &task,
         &PretrainConfig {

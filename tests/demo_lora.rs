@@ -7,7 +7,7 @@ use l2d::demo::lora::{
     LORA_TARGETS, LoraConfig, LoraInit, ToyDiffusionPath, apply_lora, lora_param_count, parameters,
     rank_for_budget, trainable_param_count,
 };
-use l2d::demo::{AdditionTask, TinyLlama, train_lora};
+use l2d::demo::{DigitTask, TinyLlama, train_lora};
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::CausalLm;
 
@@ -90,6 +90,7 @@ fn parameter_counts_match_the_toy_reference_and_the_paper() {
         modulation_hidden: Some(256),
         frequency_dim: 256,
         lora_rank: 32,
+        ..ToyDiffusionPath::default()
     };
     let llama = |hidden: usize, inter: usize, layers: usize, heads: usize, kv: usize| {
         ModelConfig::from_value(&serde_json::json!({
@@ -180,7 +181,7 @@ fn adapters_start_at_zero_delta_with_the_chosen_initialisation() {
 
 #[test]
 fn training_moves_only_the_adapters_and_keeps_the_frozen_base_bit_identical() {
-    let task = AdditionTask::new(2).unwrap();
+    let task = DigitTask::addition(2).unwrap();
     let device = Device::flex();
     let config = shape(16, 1).model_config().unwrap();
     let base = CausalLm::random(&config, &device, DType::F32, 4);
@@ -238,7 +239,7 @@ fn training_moves_only_the_adapters_and_keeps_the_frozen_base_bit_identical() {
 
 #[test]
 fn invalid_lora_settings_are_typed_errors() {
-    let task = AdditionTask::new(2).unwrap();
+    let task = DigitTask::addition(2).unwrap();
     let device = Device::flex();
     let base = CausalLm::random(
         &shape(16, 1).model_config().unwrap(),

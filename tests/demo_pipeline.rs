@@ -211,3 +211,81 @@ fn the_toy_pipeline_reports_every_row_a_plot_and_json_deterministically() {
     let other = run_quickstart(&toy_config(12), &Device::flex(), &mut |_| {}).unwrap();
     assert_ne!(without_times(&other), without_times(&report));
 }
+
+#[test]
+fn a_one_token_task_gives_a_scaling_curve_without_lora_rows() {
+    use l2d::demo::scaling::ScalingCurve;
+    use l2d::demo::task::TaskKind;
+
+    let mut config = toy_config(13);
+    config.task = TaskKind::Permutation;
+    // 6^4 = 1296 problems, about 130 held out.
+    config.digits = 4;
+    config.lora_baselines = false;
+    config.average_at_temperature_one = false;
+    config.euler_steps = vec![4, 1, 2];
+    let mut lines = Vec::new();
+    let report =
+        run_quickstart(&config, &Device::flex(), &mut |l| lines.push(l.to_string())).unwrap();
+    assert!(
+        lines[0].contains("product of 4 elements of S3"),
+        "{lines:?}"
+    );
+    let kinds: Vec<RowKind> = report.rows.iter().map(|r| r.kind).collect();
+    let mut expected = vec![RowKind::Base];
+    expected.extend([RowKind::L2dFixed; 3]);
+    expected.push(RowKind::L2dAdaptive);
+    assert_eq!(kinds, expected);
+    // Training: the base and the path only.
+    assert_eq!(report.training.len(), 2);
+    for r in &report.rows {
+        assert_eq!(r.digit_accuracy, vec![r.accuracy], "one answer token");
+    }
+
+    let curve = ScalingCurve::from_report(&report);
+    assert_eq!(curve.baselines.len(), 1);
+    assert_eq!(curve.baselines[0].accuracy, report.rows[0].accuracy);
+    let steps: Vec<Option<usize>> = curve.curve.iter().map(|p| p.steps).collect();
+    assert_eq!(steps, vec![Some(1), Some(2), Some(4)], "sorted by steps");
+    for p in &curve.curve {
+        let row = report.rows.iter().find(|r| r.steps == p.steps).unwrap();
+        assert_eq!((p.accuracy, p.nfe), (row.accuracy, row.nfe_per_token));
+    }
+    assert_eq!(curve.at(2), Some(report.rows[2].accuracy));
+    assert_eq!(curve.gain_2_to_16(), None, "no 16-step point");
+    let adaptive = curve.adaptive.unwrap();
+    assert_eq!(adaptive.nfe, report.rows[4].nfe_per_token);
+    assert_eq!(curve.table().lines().count(), 2 + 1 + 3 + 1);
+    // The curve's JSON has the documented shape.
+    let json: serde_json::Value = serde_json::to_value(&curve).unwrap();
+    assert_eq!(json["curve"][0]["steps"], 1);
+    assert!(json["curve"][2]["nfe"].as_f64() == Some(5.0), "{json}");
+}
+
+#[test]
+fn an_output_folder_that_cannot_be_made_fails_before_training() {
+    let dir = std::env::temp_dir().join(format!("l2d-demo-outputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A file where a folder should be.
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let mut config = toy_config(14);
+    config.adapter_out = Some(blocker.join("sub").join("adapter.safetensors"));
+    let mut lines = Vec::new();
+    let err = run_quickstart(&config, &Device::flex(), &mut |l| lines.push(l.to_string()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("file"), "{err}");
+    assert!(lines.is_empty(), "nothing ran: {lines:?}");
+    // A missing folder is made, and the adapter written into it.
+    let mut config = toy_config(14);
+    config.extra_lora.clear();
+    config.euler_steps = vec![1];
+    config.adaptive = None;
+    config.average_at_temperature_one = false;
+    let file = dir.join("new").join("deeper").join("adapter.safetensors");
+    config.adapter_out = Some(file.clone());
+    run_quickstart(&config, &Device::flex(), &mut |_| {}).unwrap();
+    assert!(file.is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

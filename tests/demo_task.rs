@@ -1,9 +1,12 @@
-//! The synthetic addition task: exact answers, the held-out split, the tokenizer and batches.
+//! The synthetic tasks: exact answers (checked against independent computations), the held-out
+//! split, the tokenizer and batches.
 
 use std::collections::HashSet;
 
 use burn::tensor::Device;
-use l2d::demo::task::{AdditionTask, DigitTokenizer, HOLDOUT_MODULUS, Problem, VOCAB_SIZE};
+use l2d::demo::task::{
+    DigitTask, DigitTokenizer, HOLDOUT_MODULUS, Problem, TaskKind, VOCAB_SIZE, s3_compose,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,7 +22,7 @@ fn reference_text(p: &Problem, digits: usize) -> (String, String) {
 fn prompts_and_answers_spell_the_exact_sums() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for digits in [1, 2, 3, 6, 9, 18] {
-        let task = AdditionTask::new(digits).unwrap();
+        let task = DigitTask::addition(digits).unwrap();
         let m = 10u64.pow(digits as u32);
         let mut problems = vec![
             Problem { a: 0, b: 0 },
@@ -36,11 +39,10 @@ fn prompts_and_answers_spell_the_exact_sums() {
             assert_eq!(got_answer, answer);
             assert_eq!(task.prompt_tokens(p).len(), task.prompt_len());
             assert_eq!(task.answer_tokens(p).len(), task.answer_len());
-            assert_eq!(task.parse_answer(&task.answer_tokens(p)), Some(p.a + p.b));
         }
     }
     // 6 digits: the largest sum needs the seventh digit.
-    let task = AdditionTask::new(6).unwrap();
+    let task = DigitTask::addition(6).unwrap();
     let p = Problem {
         a: 999_999,
         b: 999_999,
@@ -52,7 +54,7 @@ fn prompts_and_answers_spell_the_exact_sums() {
 #[test]
 fn bad_digit_counts_are_typed_errors() {
     for digits in [0, 19, 100] {
-        let err = AdditionTask::new(digits).unwrap_err().to_string();
+        let err = DigitTask::addition(digits).unwrap_err().to_string();
         assert!(err.contains("digits"), "{err}");
     }
 }
@@ -60,7 +62,7 @@ fn bad_digit_counts_are_typed_errors() {
 #[test]
 fn operands_are_uniform_over_all_digits() {
     // Leading digits of a uniform 3-digit operand: each of 0..9 about 10% of the time.
-    let task = AdditionTask::new(3).unwrap();
+    let task = DigitTask::addition(3).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut counts = [0usize; 10];
     let n = 20_000;
@@ -76,7 +78,7 @@ fn operands_are_uniform_over_all_digits() {
 #[test]
 fn held_out_problems_never_appear_in_training() {
     // 2 digits: 10^4 pairs, so the training stream covers every training pair many times.
-    let task = AdditionTask::new(2).unwrap();
+    let task = DigitTask::addition(2).unwrap();
     let all: Vec<Problem> = (0..100)
         .flat_map(|a| (0..100).map(move |b| Problem { a, b }))
         .collect();
@@ -109,7 +111,7 @@ fn held_out_problems_never_appear_in_training() {
 
 #[test]
 fn large_test_sets_are_distinct_held_out_and_seeded() {
-    let task = AdditionTask::new(6).unwrap();
+    let task = DigitTask::addition(6).unwrap();
     let a = task
         .test_set(1000, &mut ChaCha8Rng::seed_from_u64(1))
         .unwrap();
@@ -131,7 +133,9 @@ fn large_test_sets_are_distinct_held_out_and_seeded() {
 
 #[test]
 fn tokenizer_round_trips() {
-    let alphabet = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '+', '='];
+    let alphabet = [
+        '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '+', '=', '*',
+    ];
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     for _ in 0..200 {
         let len = rng.random_range(0..30);
@@ -144,7 +148,7 @@ fn tokenizer_round_trips() {
             }
         }
         let ids = DigitTokenizer::encode(&s).unwrap();
-        assert!(ids.iter().all(|&i| (i as usize) < VOCAB_SIZE));
+        assert!(ids.iter().all(|&i| (i as usize) <= VOCAB_SIZE));
         assert_eq!(DigitTokenizer::decode(&ids).unwrap(), s);
         assert_eq!(
             DigitTokenizer::encode(&DigitTokenizer::decode(&ids).unwrap()).unwrap(),
@@ -153,13 +157,13 @@ fn tokenizer_round_trips() {
     }
     let err = DigitTokenizer::encode("12+x").unwrap_err().to_string();
     assert!(err.contains("'x'") && err.contains("byte 3"), "{err}");
-    let err = DigitTokenizer::decode(&[1, 13]).unwrap_err().to_string();
-    assert!(err.contains("id 13") && err.contains("position 1"), "{err}");
+    let err = DigitTokenizer::decode(&[1, 14]).unwrap_err().to_string();
+    assert!(err.contains("id 14") && err.contains("position 1"), "{err}");
 }
 
 #[test]
 fn batches_hold_the_sequence_shifted_for_next_token_training() {
-    let task = AdditionTask::new(4).unwrap();
+    let task = DigitTask::addition(4).unwrap();
     let device = Device::flex();
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let problems: Vec<Problem> = (0..5).map(|_| task.sample_train(&mut rng)).collect();
@@ -192,5 +196,160 @@ fn batches_hold_the_sequence_shifted_for_next_token_training() {
             .map(|&t| t as u32)
             .collect::<Vec<_>>(),
         task.prompt_tokens(&problems[0])
+    );
+}
+
+#[test]
+fn multiplication_spells_the_exact_products() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for digits in [1, 2, 5, 9] {
+        let task = DigitTask::new(TaskKind::Multiplication, digits).unwrap();
+        let m = 10u64.pow(digits as u32);
+        let mut problems = vec![Problem { a: m - 1, b: m - 1 }, Problem { a: 0, b: 7 % m }];
+        problems.extend((0..200).map(|_| task.sample_train(&mut rng)));
+        for p in &problems {
+            let prompt = format!("<s>{:0w$}*{:0w$}=", p.a, p.b, w = digits);
+            let answer = format!("{:0w$}", p.a * p.b, w = 2 * digits);
+            assert_eq!(
+                DigitTokenizer::decode(&task.prompt_tokens(p)).unwrap(),
+                prompt
+            );
+            assert_eq!(
+                DigitTokenizer::decode(&task.answer_tokens(p)).unwrap(),
+                answer
+            );
+            assert!(
+                task.prompt_tokens(p)
+                    .iter()
+                    .all(|&t| (t as usize) < task.vocab_size())
+            );
+        }
+    }
+    assert_eq!(TaskKind::Multiplication.vocab_size(), VOCAB_SIZE + 1);
+    let err = DigitTask::new(TaskKind::Multiplication, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("digits") && err.contains("multiplication"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_modular_sum_is_the_digit_sum_modulo_ten() {
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    for digits in [1, 3, 8, 18] {
+        let task = DigitTask::new(TaskKind::ModularSum, digits).unwrap();
+        assert_eq!(task.prompt_len(), digits + 2);
+        assert_eq!(task.answer_len(), 1);
+        for _ in 0..300 {
+            let p = task.sample_train(&mut rng);
+            assert_eq!(p.b, 0);
+            let text = format!("{:0w$}", p.a, w = digits);
+            assert_eq!(text.len(), digits);
+            let sum: u32 = text.chars().map(|c| c.to_digit(10).unwrap()).sum();
+            assert_eq!(
+                DigitTokenizer::decode(&task.prompt_tokens(&p)).unwrap(),
+                format!("<s>{text}=")
+            );
+            assert_eq!(task.answer_tokens(&p), vec![sum % 10]);
+        }
+    }
+}
+
+/// `S₃` as permutations of `"abc"` in lexicographic order, composed as functions on
+/// positions: independent of the task's table.
+fn s3_by_strings(g: u32, h: u32) -> u32 {
+    let perms = ["abc", "acb", "bac", "bca", "cab", "cba"];
+    let image = |p: &str, x: usize| (p.as_bytes()[x] - b'a') as usize;
+    let (g, h) = (perms[g as usize], perms[h as usize]);
+    let composed: String = (0..3)
+        .map(|x| char::from(b'a' + image(g, image(h, x)) as u8))
+        .collect();
+    perms.iter().position(|p| *p == composed).unwrap() as u32
+}
+
+#[test]
+fn s3_is_a_non_commutative_group() {
+    for g in 0..6 {
+        assert_eq!(s3_compose(0, g), g);
+        assert_eq!(s3_compose(g, 0), g);
+        assert_eq!(
+            (0..6).filter(|&h| s3_compose(g, h) == 0).count(),
+            1,
+            "inverse of {g}"
+        );
+        for h in 0..6 {
+            assert_eq!(s3_compose(g, h), s3_by_strings(g, h), "{g} o {h}");
+            for k in 0..6 {
+                assert_eq!(
+                    s3_compose(s3_compose(g, h), k),
+                    s3_compose(g, s3_compose(h, k))
+                );
+            }
+        }
+    }
+    let commuting = (0..36).filter(|i| s3_compose(i / 6, i % 6) == s3_compose(i % 6, i / 6));
+    assert!(commuting.count() < 36);
+    // Three transpositions (order 2), two 3-cycles (order 3).
+    let order2 = (1..6).filter(|&g| s3_compose(g, g) == 0).count();
+    assert_eq!(order2, 3);
+}
+
+#[test]
+fn the_permutation_task_composes_its_prompt_in_order() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for digits in [1, 4, 10] {
+        let task = DigitTask::new(TaskKind::Permutation, digits).unwrap();
+        for _ in 0..300 {
+            let p = task.sample_train(&mut rng);
+            let prompt = task.prompt_tokens(&p);
+            let elements = &prompt[1..=digits];
+            assert!(elements.iter().all(|&g| g < 6), "{prompt:?}");
+            let product = elements.iter().fold(0, |acc, &g| s3_by_strings(acc, g));
+            assert_eq!(task.answer_tokens(&p), vec![product]);
+        }
+    }
+    // Every element appears about equally often.
+    let task = DigitTask::new(TaskKind::Permutation, 5).unwrap();
+    let mut counts = [0usize; 6];
+    for _ in 0..6000 {
+        for &g in &task.prompt_tokens(&task.sample_train(&mut rng))[1..6] {
+            counts[g as usize] += 1;
+        }
+    }
+    assert!(
+        counts.iter().all(|&c| (4500..5500).contains(&c)),
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn one_token_tasks_split_their_whole_space() {
+    // 6^4 = 1296 permutation problems: the held-out side is about a tenth, never trained on.
+    let task = DigitTask::new(TaskKind::Permutation, 4).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(24);
+    let seen: HashSet<Problem> = (0..100_000).map(|_| task.sample_train(&mut rng)).collect();
+    let held = 1296 - seen.len();
+    assert!((100..160).contains(&held), "{held} held out");
+    let test = task.test_set(held, &mut rng).unwrap();
+    assert!(
+        test.iter()
+            .all(|p| !seen.contains(p) && task.is_held_out(p))
+    );
+    assert_eq!(test.iter().collect::<HashSet<_>>().len(), held);
+    let err = task.test_set(held + 1, &mut rng).unwrap_err().to_string();
+    assert!(err.contains("S3") && err.contains("test_size"), "{err}");
+}
+
+#[test]
+fn task_names_parse_and_print() {
+    for kind in TaskKind::ALL {
+        assert_eq!(kind.to_string().parse::<TaskKind>().unwrap(), kind);
+    }
+    let err = "division".parse::<TaskKind>().unwrap_err().to_string();
+    assert!(
+        err.contains("division") && err.contains("modular-sum"),
+        "{err}"
     );
 }

@@ -4,7 +4,7 @@
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use l2d::demo::pretrain::answer_loss;
-use l2d::demo::{AdditionTask, PretrainConfig, TinyLlama, greedy_answers, pretrain};
+use l2d::demo::{DigitTask, PretrainConfig, TinyLlama, greedy_answers, pretrain};
 use l2d_models::decoder::CausalLm;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -55,7 +55,7 @@ fn answer_loss_is_the_mean_cross_entropy_of_the_last_positions() {
 
 #[test]
 fn a_few_steps_of_pretraining_reduce_the_answer_loss() {
-    let task = AdditionTask::new(2).unwrap();
+    let task = DigitTask::addition(2).unwrap();
     let config = PretrainConfig {
         model: tiny(),
         steps: 40,
@@ -82,7 +82,7 @@ fn a_few_steps_of_pretraining_reduce_the_answer_loss() {
 
 #[test]
 fn invalid_pretraining_settings_are_typed_errors() {
-    let task = AdditionTask::new(2).unwrap();
+    let task = DigitTask::addition(2).unwrap();
     let device = Device::flex();
     let bad_batch = PretrainConfig {
         batch_size: 0,
@@ -100,7 +100,7 @@ fn invalid_pretraining_settings_are_typed_errors() {
 
 #[test]
 fn cached_greedy_answers_equal_greedy_by_full_recomputation() {
-    let task = AdditionTask::new(3).unwrap();
+    let task = DigitTask::addition(3).unwrap();
     let device = Device::flex();
     let config = tiny().model_config().unwrap();
     // Sharper random weights than the 0.02 default so the argmax is not a tie-break.

@@ -10,7 +10,7 @@ use l2d_models::diffusion::{DiffusionPath, FlowContext, Timesteps};
 use serde::{Deserialize, Serialize};
 
 use super::DemoError;
-use super::task::{AdditionTask, Problem};
+use super::task::{DigitTask, Problem};
 
 /// What the flow state at the answer positions holds before noising.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +34,7 @@ pub enum FlowTarget {
 pub fn teacher_forced_accuracy(
     path: &DiffusionPath,
     base: &CausalLm,
-    task: &AdditionTask,
+    task: &DigitTask,
     problems: &[Problem],
     t: f64,
     target: FlowTarget,

@@ -27,16 +27,16 @@ use serde::{Deserialize, Serialize};
 use super::DemoError;
 use super::evaluate::EvalResult;
 use super::lora::{ToyDiffusionPath, finetune_data_rng};
-use super::task::{AdditionTask, Problem};
+use super::task::{DigitTask, Problem};
 
 /// Stream of the training timesteps and noise, apart from the path's initial weights.
 const NOISE_STREAM: u64 = 0x666c_6f77;
 
 impl ToyDiffusionPath {
     /// The configuration in the reference's vocabulary: a `mapping` flow space of
-    /// `mapping_dim` (one linear layer), L2-normalised with `mult` rescaling, noise σ = 64, the
+    /// `mapping_dim` (one linear layer), L2-normalised with `mult` rescaling, noise σ = `noise_scale`, the
     /// flow-to-LM encoder of `flow_depth` layers and width `flow_width` with timestep rescaling
-    /// 1.0, full DiT modulation of hidden `modulation_hidden` on a `frequency_dim` sinusoid,
+    /// 1.0, training timesteps from `noise_schedule` up to `1 - minimum_training_noise`, full DiT modulation of hidden `modulation_hidden` on a `frequency_dim` sinusoid,
     /// LoRA of rank and alpha `lora_rank` on q/o/gate/up/down, the base preserved at `t = 0`;
     /// inference defaults: x1 `sample` at temperature 0 (the argmax embedding).
     ///
@@ -61,6 +61,9 @@ impl ToyDiffusionPath {
             timestep_modulation_freq_embedding_size: Some(self.frequency_dim),
             flow_lora_rank: self.lora_rank,
             flow_lora_alpha: Some(self.lora_rank as f64),
+            noise_schedule: self.noise_schedule,
+            noise_rescaling: self.noise_scale,
+            minimum_training_noise: self.minimum_training_noise,
             ..L2dConfig::default()
         }
     }
@@ -199,7 +202,7 @@ pub struct TrainedDiffusion {
 /// non-finite loss.
 pub fn train_diffusion(
     base: &CausalLm,
-    task: &AdditionTask,
+    task: &DigitTask,
     config: &DiffusionTrainConfig,
     device: &Device,
     mut on_step: impl FnMut(usize, f32),
@@ -282,7 +285,7 @@ pub struct DiffusionEval {
 pub fn diffusion_answers(
     base: &CausalLm,
     path: &DiffusionPath,
-    task: &AdditionTask,
+    task: &DigitTask,
     problems: &[Problem],
     options: &DiffusionOptions,
     batch_size: usize,
@@ -310,7 +313,7 @@ pub fn diffusion_answers(
 pub fn diffusion_exact_match(
     base: &CausalLm,
     path: &DiffusionPath,
-    task: &AdditionTask,
+    task: &DigitTask,
     problems: &[Problem],
     options: &DiffusionOptions,
     batch_size: usize,

@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor};
 use l2d_models::decoder::{CausalLm, KvCache};
 use serde::{Deserialize, Serialize};
 
-use super::task::{AdditionTask, Problem};
+use super::task::{DigitTask, Problem};
 
 /// Exact-match accuracy of one method on a set of problems.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +27,7 @@ impl EvalResult {
     /// Scores `predicted[i]` (answer tokens) against `problems[i]`; `seconds` is the time it
     /// took to produce them.
     pub fn score(
-        task: &AdditionTask,
+        task: &DigitTask,
         problems: &[Problem],
         predicted: &[Vec<u32>],
         seconds: f64,
@@ -62,7 +62,7 @@ impl EvalResult {
 /// Returns `N + 1` token ids per problem (the model may emit non-digits; they count as wrong).
 pub fn greedy_answers(
     model: &CausalLm,
-    task: &AdditionTask,
+    task: &DigitTask,
     problems: &[Problem],
     batch_size: usize,
 ) -> Vec<Vec<u32>> {
@@ -95,7 +95,7 @@ pub fn greedy_answers(
 /// Greedy exact match of `model` on `problems`, timed.
 pub fn greedy_exact_match(
     model: &CausalLm,
-    task: &AdditionTask,
+    task: &DigitTask,
     problems: &[Problem],
     batch_size: usize,
 ) -> EvalResult {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DemoError;
 use super::pretrain::answer_loss;
-use super::task::AdditionTask;
+use super::task::DigitTask;
 
 /// The projections L2D adapts, and so does the baseline.
 pub const LORA_TARGETS: [&str; 5] = ["q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -75,8 +75,8 @@ pub fn rank_for_budget(config: &ModelConfig, budget: usize) -> usize {
 /// The diffusion path's sizes at toy scale, in the authors' configuration vocabulary. The
 /// default is the toy reference's: mapping dim 32, flow-to-LM encoder depth 2 of width
 /// `hidden`, DiT modulation hidden `hidden` with a 64-frequency timestep embedding, LoRA rank 8
-/// on q/o/gate/up/down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// on q/o/gate/up/down; the training noise of the paper (`t ~ U[0, 1]`, σ = 64).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ToyDiffusionPath {
     /// Width of the flow (mapping) space.
     pub mapping_dim: usize,
@@ -90,6 +90,25 @@ pub struct ToyDiffusionPath {
     pub frequency_dim: usize,
     /// LoRA rank of the diffusion path's projections.
     pub lora_rank: usize,
+    /// How training timesteps are drawn: `u ~ U[0, 1]` through this schedule (`identity`,
+    /// `cosmap`, `shifted_<s>`; the reference's `noise_schedule`).
+    #[serde(default = "default_noise_schedule")]
+    pub noise_schedule: l2d_core::NoiseSchedule,
+    /// The noise's standard deviation σ (the reference's `noise_rescaling`, 64).
+    #[serde(default = "default_noise_scale")]
+    pub noise_scale: f64,
+    /// Training timesteps are drawn in `[0, 1 - minimum_training_noise]` (the reference's
+    /// `minimum_training_noise`, 0).
+    #[serde(default)]
+    pub minimum_training_noise: f64,
+}
+
+fn default_noise_schedule() -> l2d_core::NoiseSchedule {
+    l2d_core::NoiseSchedule::Identity
+}
+
+fn default_noise_scale() -> f64 {
+    64.0
 }
 
 impl Default for ToyDiffusionPath {
@@ -101,6 +120,9 @@ impl Default for ToyDiffusionPath {
             modulation_hidden: None,
             frequency_dim: 64,
             lora_rank: 8,
+            noise_schedule: l2d_core::NoiseSchedule::Identity,
+            noise_scale: default_noise_scale(),
+            minimum_training_noise: 0.0,
         }
     }
 }
@@ -401,7 +423,7 @@ pub struct LoraBaseline {
 /// [`DemoError`] for an invalid configuration or a non-finite loss.
 pub fn train_lora(
     base: &CausalLm,
-    task: &AdditionTask,
+    task: &DigitTask,
     config: &LoraConfig,
     device: &Device,
     mut on_step: impl FnMut(usize, f32),

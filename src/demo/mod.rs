@@ -8,7 +8,8 @@
 //! layers, 4 heads, 2 key/value heads, intermediate 96, untied head; base AdamW lr 3e-3, weight
 //! decay 0.01, batch 128, 400 steps; finetuning AdamW lr 1e-3, β (0.9, 0.95), 3000 steps.
 //!
-//! - [`task`]: the problems, the tokenizer, the held-out split and batches.
+//! - [`task`]: the tasks (addition, multiplication, a modular sum, a permutation product),
+//!   the tokenizer, the held-out split and batches.
 //! - [`pretrain`](mod@pretrain): full-parameter training of the base model.
 //! - [`evaluate`]: greedy decoding of the answers and exact match.
 //! - [`lora`]: the plain-LoRA baseline and the parameter-count formulas.
@@ -16,6 +17,7 @@
 //! - [`diffusion`]: the L2D diffusion path's configuration, training and evaluation.
 //! - [`pipeline`]: the whole demo (base, LoRA, L2D at several step counts, an adaptive
 //!   solver), its table, JSON report and plot.
+//! - [`scaling`]: a run's accuracy against the solver's steps (the test-time scaling curve).
 
 pub mod analysis;
 pub mod diffusion;
@@ -23,6 +25,7 @@ pub mod evaluate;
 pub mod lora;
 pub mod pipeline;
 pub mod pretrain;
+pub mod scaling;
 pub mod task;
 
 use l2d_models::config::{ConfigError, ModelConfig};
@@ -32,7 +35,7 @@ pub use diffusion::{DiffusionEval, DiffusionTrainConfig, TrainedDiffusion, train
 pub use evaluate::{EvalResult, greedy_answers, greedy_exact_match};
 pub use lora::{LoraBaseline, LoraConfig, train_lora};
 pub use pretrain::{PretrainConfig, Pretrained, pretrain};
-pub use task::{AdditionTask, DigitTokenizer, Problem};
+pub use task::{DigitTask, DigitTokenizer, Problem, TaskKind};
 
 /// Errors of the demo.
 #[derive(Debug, thiserror::Error)]
@@ -150,14 +153,22 @@ impl TinyLlama {
         })
     }
 
-    /// The validated [`ModelConfig`] for the task's vocabulary.
+    /// The validated [`ModelConfig`] for the addition task's vocabulary
+    /// ([`task::VOCAB_SIZE`]).
     ///
     /// # Errors
     /// [`DemoError::Model`] when the shape is inconsistent (e.g. heads not dividing hidden).
     pub fn model_config(&self) -> Result<ModelConfig, DemoError> {
-        Ok(ModelConfig::from_value(
-            &self.config_json(task::VOCAB_SIZE),
-        )?)
+        self.model_config_for(task::VOCAB_SIZE)
+    }
+
+    /// The validated [`ModelConfig`] for a vocabulary of `vocab_size` tokens (a task's
+    /// [`DigitTask::vocab_size`]).
+    ///
+    /// # Errors
+    /// [`DemoError::Model`] when the shape is inconsistent (e.g. heads not dividing hidden).
+    pub fn model_config_for(&self, vocab_size: usize) -> Result<ModelConfig, DemoError> {
+        Ok(ModelConfig::from_value(&self.config_json(vocab_size))?)
     }
 }
 

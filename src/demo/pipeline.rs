@@ -34,7 +34,7 @@ use super::diffusion::{
 use super::evaluate::{EvalResult, greedy_answers};
 use super::lora::{LoraConfig, LoraInit, lora_param_count, train_lora};
 use super::pretrain::{PretrainConfig, load_base, pretrain, save_base};
-use super::task::{AdditionTask, Problem};
+use super::task::{DigitTask, Problem, TaskKind};
 use super::{DemoError, TinyLlama};
 use crate::plot::{LinePlot, Series};
 
@@ -68,7 +68,10 @@ impl Default for AdaptiveSetting {
 /// Euler at 1, 2, 4, 8 and 16 steps, bosh3 at `1e-5`, and the x1 estimate both ways.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuickstartConfig {
-    /// Digits per operand.
+    /// The task (addition by default; absent from the reports of earlier versions).
+    #[serde(default)]
+    pub task: TaskKind,
+    /// Digits per operand (or prompt elements of a one-token task).
     pub digits: usize,
     /// The base model's training (and shape).
     pub base: PretrainConfig,
@@ -77,6 +80,9 @@ pub struct QuickstartConfig {
     /// Further LoRA runs reported beside it (by default the same rank with PEFT's
     /// initialisation of `A`, beside the authors' one).
     pub extra_lora: Vec<LoraConfig>,
+    /// Train and score the LoRA baselines (`lora` and `extra_lora`); true by default.
+    #[serde(default = "lora_baselines_default")]
+    pub lora_baselines: bool,
     /// The diffusion path's training.
     pub diffusion: DiffusionTrainConfig,
     /// Held-out problems.
@@ -112,6 +118,7 @@ pub struct QuickstartConfig {
 impl Default for QuickstartConfig {
     fn default() -> Self {
         Self {
+            task: TaskKind::Addition,
             digits: 6,
             base: PretrainConfig::default(),
             lora: LoraConfig::default(),
@@ -119,6 +126,7 @@ impl Default for QuickstartConfig {
                 init: LoraInit::Peft,
                 ..LoraConfig::default()
             }],
+            lora_baselines: true,
             diffusion: DiffusionTrainConfig::default(),
             test_size: 1000,
             eval_batch: 500,
@@ -133,6 +141,10 @@ impl Default for QuickstartConfig {
             adapter_out: None,
         }
     }
+}
+
+fn lora_baselines_default() -> bool {
+    true
 }
 
 impl QuickstartConfig {
@@ -302,7 +314,7 @@ pub struct QuickstartReport {
     pub total_seconds: f64,
 }
 
-fn digit_accuracy(task: &AdditionTask, problems: &[Problem], answers: &[Vec<u32>]) -> Vec<f64> {
+fn digit_accuracy(task: &DigitTask, problems: &[Problem], answers: &[Vec<u32>]) -> Vec<f64> {
     let len = task.answer_len();
     let mut right = vec![0usize; len];
     for (p, got) in problems.iter().zip(answers) {
@@ -319,12 +331,7 @@ struct Scored {
     digits: Vec<f64>,
 }
 
-fn score(
-    task: &AdditionTask,
-    problems: &[Problem],
-    answers: &[Vec<u32>],
-    start: Instant,
-) -> Scored {
+fn score(task: &DigitTask, problems: &[Problem], answers: &[Vec<u32>], start: Instant) -> Scored {
     Scored {
         result: EvalResult::score(task, problems, answers, start.elapsed().as_secs_f64()),
         digits: digit_accuracy(task, problems, answers),
@@ -359,31 +366,48 @@ fn row(
     }
 }
 
+/// Creates the folders that the run's output files go to, before any training, so that a
+/// path that cannot be written fails at once rather than after the training.
+fn prepare_outputs(config: &QuickstartConfig) -> Result<(), DemoError> {
+    let files = [&config.adapter_out, &config.diffusion.init_out];
+    let parents = files
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.parent().filter(|p| !p.as_os_str().is_empty()));
+    for dir in parents.chain(config.base_out.as_deref()) {
+        std::fs::create_dir_all(dir).map_err(|e| DemoError::Write {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs the demo on `device`, reporting progress through `log` (one line per call).
 ///
 /// # Errors
-/// [`DemoError`] for an invalid configuration, a non-finite training loss or a failed
-/// generation.
+/// [`DemoError`] for an invalid configuration, a non-finite training loss, a failed
+/// generation, or an output folder that cannot be created (before any training).
 pub fn run_quickstart(
     config: &QuickstartConfig,
     device: &Device,
     log: &mut dyn FnMut(&str),
 ) -> Result<QuickstartReport, DemoError> {
     let start = Instant::now();
-    let task = AdditionTask::new(config.digits)?;
+    prepare_outputs(config)?;
+    let task = DigitTask::new(config.task, config.digits)?;
     let test = task.test_set(
         config.test_size,
         &mut ChaCha8Rng::seed_from_u64(config.seed + TEST_STREAM),
     )?;
     let shape = config.base.model;
-    let model_config = shape.model_config()?;
+    let model_config = shape.model_config_for(task.vocab_size())?;
     let mut training = Vec::new();
     let mut rows = Vec::new();
     log(&format!(
-        "task: {d}-digit addition `a+b=` (answer: {a} digits); {n} held-out problems",
-        d = config.digits,
-        a = task.answer_len(),
-        n = test.len()
+        "task: {}; {} held-out problems",
+        task.describe(),
+        test.len()
     ));
 
     // 1. The base model.
@@ -445,8 +469,9 @@ pub fn run_quickstart(
 
     // 2. The plain-LoRA baseline(s).
     let diffusion_size = config.diffusion.path.param_count(&model_config).total();
-    for (i, lora_config) in std::iter::once(&config.lora)
-        .chain(&config.extra_lora)
+    let lora_configs = std::iter::once(&config.lora).chain(&config.extra_lora);
+    for (i, lora_config) in lora_configs
+        .take_while(|_| config.lora_baselines)
         .enumerate()
     {
         let rank = lora_config.resolved_rank(&model_config);
@@ -645,7 +670,7 @@ const GUESS_TIMES: [f64; 4] = [0.9, 0.95, 0.98, 1.0];
 fn analyse(
     base: &CausalLm,
     trained: &TrainedDiffusion,
-    task: &AdditionTask,
+    task: &DigitTask,
     test: &[Problem],
     config: &QuickstartConfig,
     rows: &[Row],
@@ -717,7 +742,7 @@ fn analyse(
 fn evaluate_l2d(
     base: &CausalLm,
     trained: &TrainedDiffusion,
-    task: &AdditionTask,
+    task: &DigitTask,
     test: &[Problem],
     options: &DiffusionOptions,
     config: &QuickstartConfig,
@@ -782,8 +807,10 @@ impl QuickstartReport {
     pub fn plot(&self) -> LinePlot {
         let mut plot = LinePlot::new(
             format!(
-                "{}-digit addition: exact match on {} held-out problems",
-                self.config.digits, self.config.test_size
+                "{}: exact match on {} held-out problems",
+                DigitTask::new(self.config.task, self.config.digits)
+                    .map_or_else(|e| e.to_string(), |t| t.describe()),
+                self.config.test_size
             ),
             "NFE per answer digit (Euler steps + 1; log scale)",
             "exact match",
@@ -834,16 +861,25 @@ impl QuickstartReport {
     /// # Errors
     /// [`DemoError::Write`] naming the file.
     pub fn write(&self, dir: &Path) -> Result<(PathBuf, PathBuf), DemoError> {
+        self.write_named(dir, "quickstart")
+    }
+
+    /// Writes `<stem>.json` (this report) and `<stem>.svg` (the plot) into `dir`, creating
+    /// it, each atomically; returns the two paths.
+    ///
+    /// # Errors
+    /// [`DemoError::Write`] naming the file.
+    pub fn write_named(&self, dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf), DemoError> {
         let fail = |path: &Path, e: &dyn std::fmt::Display| DemoError::Write {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(dir, &e))?;
-        let json = dir.join("quickstart.json");
+        let json = dir.join(format!("{stem}.json"));
         let text = serde_json::to_string_pretty(self).map_err(|e| fail(&json, &e))?;
         l2d_models::weights::write_atomically(&json, (text + "\n").as_bytes())
             .map_err(|e| fail(&json, &e))?;
-        let svg = dir.join("quickstart.svg");
+        let svg = dir.join(format!("{stem}.svg"));
         self.plot().write(&svg).map_err(|e| fail(&svg, &e))?;
         Ok((json, svg))
     }

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::task::AdditionTask;
+use super::task::DigitTask;
 use super::{DemoError, TinyLlama};
 
 /// Stream of the data generator, apart from the model's initial weights.
@@ -94,13 +94,13 @@ pub fn answer_loss(logits: Tensor<3>, answers: Tensor<2, Int>) -> Tensor<1> {
 /// # Errors
 /// [`DemoError`] for an invalid configuration or a non-finite loss.
 pub fn pretrain(
-    task: &AdditionTask,
+    task: &DigitTask,
     config: &PretrainConfig,
     device: &Device,
     mut on_step: impl FnMut(usize, f32),
 ) -> Result<Pretrained, DemoError> {
     config.validate()?;
-    let model_config = config.model.model_config()?;
+    let model_config = config.model.model_config_for(task.vocab_size())?;
     let start = Instant::now();
     let train_device = device.clone().autodiff();
     let mut model = CausalLm::random(&model_config, &train_device, DType::F32, config.seed);
@@ -180,7 +180,7 @@ pub fn save_base(
     let write_err = |path: std::path::PathBuf, reason: String| DemoError::Write { path, reason };
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir.to_path_buf(), e.to_string()))?;
     let config = dir.join("config.json");
-    let json = serde_json::to_string_pretty(&shape.config_json(super::task::VOCAB_SIZE))
+    let json = serde_json::to_string_pretty(&shape.config_json(model.config().vocab_size))
         .unwrap_or_default();
     l2d_models::weights::write_atomically(&config, json.as_bytes())
         .map_err(|e| write_err(config.clone(), e.to_string()))?;

@@ -1,29 +1,35 @@
-//! The synthetic task: `a+b=` with `a, b` uniform in `[0, 10^N)`, both zero-padded to `N`
-//! digits, answered by the `N + 1` digits of the sum, most significant first.
+//! The synthetic tasks, all over one digit vocabulary: `N`-digit addition `a+b=` (the
+//! quickstart's), `N`-digit multiplication `a*b=`, and two one-token tasks that need serial
+//! computation along the prompt: the sum of `N` digits modulo 10 (the composition of `N`
+//! maps `x ↦ x + d mod 10`) and the product of `N` elements of the permutation group `S₃`.
 //!
-//! A sequence is `BOS a₁…a_N + b₁…b_N = s₀…s_N` (`3N + 4` tokens). Problems are drawn in code
-//! from a seed; a hash of `(a, b)` puts one pair in [`HOLDOUT_MODULUS`] on the held-out side,
-//! so the training stream never contains a test problem, whatever the seeds.
+//! A sequence is `BOS prompt = answer`. Problems are drawn in code from a seed; a hash of the
+//! problem puts one in [`HOLDOUT_MODULUS`] on the held-out side, so the training stream never
+//! contains a test problem, whatever the seeds.
 
 use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use super::DemoError;
 
-/// Number of tokens: the ten digits, `+`, `=` and BOS.
+/// Number of tokens of the addition task (and of the one-token tasks): the ten digits, `+`,
+/// `=` and BOS. Multiplication adds `*` ([`TaskKind::vocab_size`]).
 pub const VOCAB_SIZE: usize = 13;
 
-/// One pair in `HOLDOUT_MODULUS` (by hash) is reserved for evaluation.
+/// One problem in `HOLDOUT_MODULUS` (by hash) is reserved for evaluation.
 pub const HOLDOUT_MODULUS: u64 = 10;
 
-/// The largest supported number of digits (the sum must fit a `u64`).
+/// The largest supported number of digits (the answer must fit a `u64`).
 pub const MAX_DIGITS: usize = 18;
 
-/// The task's character-level tokenizer: `0`–`9` are ids 0–9, `+` is 10, `=` is 11 and BOS
-/// (written `<s>`) is 12.
+/// The task's character-level tokenizer: `0`–`9` are ids 0–9, `+` is 10, `=` is 11, BOS
+/// (written `<s>`) is 12 and `*` is 13.
 ///
 /// ```
 /// use l2d::demo::task::DigitTokenizer;
@@ -31,6 +37,7 @@ pub const MAX_DIGITS: usize = 18;
 /// let ids = DigitTokenizer::encode("<s>07+35=042")?;
 /// assert_eq!(ids, vec![12, 0, 7, 10, 3, 5, 11, 0, 4, 2]);
 /// assert_eq!(DigitTokenizer::decode(&ids)?, "<s>07+35=042");
+/// assert_eq!(DigitTokenizer::encode("3*4")?, vec![3, 13, 4]);
 /// # Ok::<(), l2d::demo::DemoError>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,10 +50,12 @@ impl DigitTokenizer {
     pub const EQUALS: u32 = 11;
     /// The id of the beginning-of-sequence token.
     pub const BOS: u32 = 12;
+    /// The id of `*`.
+    pub const TIMES: u32 = 13;
     /// How BOS is written in text.
     pub const BOS_TEXT: &'static str = "<s>";
 
-    /// Token ids of `text` (digits, `+`, `=` and `<s>`).
+    /// Token ids of `text` (digits, `+`, `*`, `=` and `<s>`).
     ///
     /// # Errors
     /// [`DemoError::Tokenize`] naming the first character outside the vocabulary.
@@ -63,6 +72,7 @@ impl DigitTokenizer {
                 '0'..='9' => c as u32 - '0' as u32,
                 '+' => Self::PLUS,
                 '=' => Self::EQUALS,
+                '*' => Self::TIMES,
                 _ => {
                     return Err(DemoError::Tokenize {
                         what: format!("character {c:?} at byte {}", text.len() - rest.len()),
@@ -86,6 +96,7 @@ impl DigitTokenizer {
                 0..=9 => s.push(char::from(b'0' + id as u8)),
                 Self::PLUS => s.push('+'),
                 Self::EQUALS => s.push('='),
+                Self::TIMES => s.push('*'),
                 Self::BOS => s.push_str(Self::BOS_TEXT),
                 _ => {
                     return Err(DemoError::Tokenize {
@@ -98,20 +109,136 @@ impl DigitTokenizer {
     }
 }
 
-/// One addition problem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Problem {
-    /// The first operand.
-    pub a: u64,
-    /// The second operand.
-    pub b: u64,
+/// Which task: what the prompt holds and what the answer is.
+///
+/// The names parse from and print as `addition`, `multiplication`, `modular-sum` and
+/// `permutation`.
+///
+/// ```
+/// use l2d::demo::task::TaskKind;
+///
+/// let kind: TaskKind = "modular-sum".parse()?;
+/// assert_eq!(kind, TaskKind::ModularSum);
+/// assert_eq!(kind.to_string(), "modular-sum");
+/// # Ok::<(), l2d::demo::DemoError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// `a+b=` with `N`-digit operands, answered by the `N + 1` digits of the sum.
+    #[default]
+    Addition,
+    /// `a*b=` with `N`-digit operands, answered by the `2N` digits of the product
+    /// (`N` ≤ 9).
+    Multiplication,
+    /// `d₁…d_N=`, answered by one digit: `(d₁ + … + d_N) mod 10`, the composition of the
+    /// maps `x ↦ x + dᵢ mod 10`.
+    ModularSum,
+    /// `g₁…g_N=` with each `gᵢ` one of the six elements of `S₃` (digits 0–5, see
+    /// [`s3_compose`]), answered by one digit: the product `g₁ ∘ … ∘ g_N`.
+    Permutation,
 }
 
-impl Problem {
-    /// The exact sum.
-    pub fn sum(&self) -> u64 {
-        self.a + self.b
+impl TaskKind {
+    /// Every task.
+    pub const ALL: [TaskKind; 4] = [
+        TaskKind::Addition,
+        TaskKind::Multiplication,
+        TaskKind::ModularSum,
+        TaskKind::Permutation,
+    ];
+
+    /// The name as parsed and printed.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Addition => "addition",
+            TaskKind::Multiplication => "multiplication",
+            TaskKind::ModularSum => "modular-sum",
+            TaskKind::Permutation => "permutation",
+        }
     }
+
+    /// Tokens of the task's model: 14 with `*` for multiplication, [`VOCAB_SIZE`] otherwise.
+    pub fn vocab_size(self) -> usize {
+        match self {
+            TaskKind::Multiplication => VOCAB_SIZE + 1,
+            _ => VOCAB_SIZE,
+        }
+    }
+
+    /// The largest number of digits (prompt elements) the task supports.
+    pub fn max_digits(self) -> usize {
+        match self {
+            TaskKind::Multiplication => MAX_DIGITS / 2,
+            _ => MAX_DIGITS,
+        }
+    }
+
+    /// Symbols per prompt element of a one-token task (10 digits, 6 permutations); `None`
+    /// for the two-operand tasks.
+    fn alphabet(self) -> Option<u64> {
+        match self {
+            TaskKind::ModularSum => Some(10),
+            TaskKind::Permutation => Some(6),
+            TaskKind::Addition | TaskKind::Multiplication => None,
+        }
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TaskKind {
+    type Err = DemoError;
+
+    fn from_str(s: &str) -> Result<Self, DemoError> {
+        TaskKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = TaskKind::ALL.iter().map(|k| k.name()).collect();
+                DemoError::invalid("task", format!("{s:?} is not one of {}", names.join(", ")))
+            })
+    }
+}
+
+/// The product `g ∘ h` in `S₃` of two elements numbered 0–5: element `i` is the permutation
+/// `[0, 1, 2]` ↦ the `i`-th of `012, 021, 102, 120, 201, 210` (lexicographic order), and
+/// `(g ∘ h)(x) = g(h(x))`. The group is not commutative, so the order of a prompt matters.
+///
+/// ```
+/// use l2d::demo::task::s3_compose;
+///
+/// assert_eq!(s3_compose(0, 4), 4); // the identity
+/// assert_eq!(s3_compose(1, 2), 4); // two transpositions make a 3-cycle
+/// assert_eq!(s3_compose(2, 1), 3); // and in the other order, the other 3-cycle
+/// assert_eq!(s3_compose(3, 4), 0); // inverse 3-cycles
+/// ```
+pub fn s3_compose(g: u32, h: u32) -> u32 {
+    const PERMS: [[u8; 3]; 6] = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
+    let (g, h) = (PERMS[g as usize % 6], PERMS[h as usize % 6]);
+    let product = [g[h[0] as usize], g[h[1] as usize], g[h[2] as usize]];
+    PERMS.iter().position(|p| *p == product).unwrap_or(0) as u32
+}
+
+/// One problem: two operands, or (for a one-token task) the prompt's `N` elements as the
+/// decimal digits of `a`, most significant first, with `b = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Problem {
+    /// The first operand, or the prompt's elements.
+    pub a: u64,
+    /// The second operand (0 for a one-token task).
+    pub b: u64,
 }
 
 fn digits_of(mut x: u64, width: usize, out: &mut Vec<u32>) {
@@ -133,67 +260,167 @@ fn splitmix64(mut x: u64) -> u64 {
 /// A training batch in the layout of a next-token model.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// Every token but the last, `[batch, 3N + 3]`.
+    /// Every token but the last, `[batch, seq_len - 1]`.
     pub inputs: Tensor<2, Int>,
-    /// The answer digits, `[batch, N + 1]`: the targets of the last `N + 1` input positions.
+    /// The answer digits, `[batch, answer_len]`: the targets of the last `answer_len` input
+    /// positions.
     pub answers: Tensor<2, Int>,
 }
 
-/// `N`-digit addition: problem generation, tokenisation, the held-out split and batches.
+/// A task of [`TaskKind`] at `N` digits: problem generation, tokenisation, the held-out split
+/// and batches.
 ///
 /// ```
-/// use l2d::demo::task::{AdditionTask, Problem};
+/// use l2d::demo::task::{DigitTask, Problem, TaskKind};
 ///
-/// let task = AdditionTask::new(3)?;
+/// let task = DigitTask::addition(3)?;
 /// let p = Problem { a: 999, b: 1 };
 /// assert_eq!(task.prompt_tokens(&p), vec![12, 9, 9, 9, 10, 0, 0, 1, 11]);
 /// assert_eq!(task.answer_tokens(&p), vec![1, 0, 0, 0]);
-/// assert_eq!(task.parse_answer(&[1, 0, 0, 0]), Some(1000));
+///
+/// let task = DigitTask::new(TaskKind::Multiplication, 2)?;
+/// assert_eq!(task.answer_tokens(&Problem { a: 99, b: 12 }), vec![1, 1, 8, 8]);
+///
+/// let task = DigitTask::new(TaskKind::ModularSum, 4)?;
+/// let p = Problem { a: 9_385, b: 0 };
+/// assert_eq!(task.prompt_tokens(&p), vec![12, 9, 3, 8, 5, 11]);
+/// assert_eq!(task.answer_tokens(&p), vec![5]);
 /// # Ok::<(), l2d::demo::DemoError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdditionTask {
+pub struct DigitTask {
+    kind: TaskKind,
     digits: usize,
 }
 
-impl AdditionTask {
-    /// The task with `digits`-digit operands (1 to [`MAX_DIGITS`]).
+impl DigitTask {
+    /// The task `kind` with `digits`-digit operands or prompts (1 to
+    /// [`TaskKind::max_digits`]).
     ///
     /// # Errors
     /// [`DemoError::InvalidConfig`] for `digits` out of range.
-    pub fn new(digits: usize) -> Result<Self, DemoError> {
-        if !(1..=MAX_DIGITS).contains(&digits) {
+    pub fn new(kind: TaskKind, digits: usize) -> Result<Self, DemoError> {
+        let max = kind.max_digits();
+        if !(1..=max).contains(&digits) {
             return Err(DemoError::invalid(
                 "digits",
-                format!("{digits} is outside 1..={MAX_DIGITS}"),
+                format!("{digits} is outside 1..={max} for {kind}"),
             ));
         }
-        Ok(Self { digits })
+        Ok(Self { kind, digits })
     }
 
-    /// Digits per operand (`N`).
+    /// `N`-digit addition, the quickstart's task.
+    ///
+    /// # Errors
+    /// [`DemoError::InvalidConfig`] for `digits` out of range.
+    pub fn addition(digits: usize) -> Result<Self, DemoError> {
+        Self::new(TaskKind::Addition, digits)
+    }
+
+    /// Which task.
+    pub fn kind(&self) -> TaskKind {
+        self.kind
+    }
+
+    /// Digits per operand, or prompt elements (`N`).
     pub fn digits(&self) -> usize {
         self.digits
     }
 
-    /// Operands are drawn from `0..modulus()` (`10^N`).
-    pub fn modulus(&self) -> u64 {
-        10u64.pow(self.digits as u32)
+    /// Tokens of the task's model.
+    pub fn vocab_size(&self) -> usize {
+        self.kind.vocab_size()
     }
 
-    /// Prompt length: BOS, `N` digits, `+`, `N` digits, `=` (`2N + 3`).
+    /// Prompt length: BOS, the operands with their operator or the `N` elements, `=`.
     pub fn prompt_len(&self) -> usize {
-        2 * self.digits + 3
+        match self.kind.alphabet() {
+            None => 2 * self.digits + 3,
+            Some(_) => self.digits + 2,
+        }
     }
 
-    /// Answer length (`N + 1`).
+    /// Answer length: `N + 1` for addition, `2N` for multiplication, 1 otherwise.
     pub fn answer_len(&self) -> usize {
-        self.digits + 1
+        match self.kind {
+            TaskKind::Addition => self.digits + 1,
+            TaskKind::Multiplication => 2 * self.digits,
+            TaskKind::ModularSum | TaskKind::Permutation => 1,
+        }
     }
 
-    /// Full sequence length (`3N + 4`).
+    /// Full sequence length.
     pub fn seq_len(&self) -> usize {
         self.prompt_len() + self.answer_len()
+    }
+
+    /// A one-line description, e.g. ``6-digit addition `a+b=` (answer: 7 digits)``.
+    pub fn describe(&self) -> String {
+        let (n, a) = (self.digits, self.answer_len());
+        match self.kind {
+            TaskKind::Addition => format!("{n}-digit addition `a+b=` (answer: {a} digits)"),
+            TaskKind::Multiplication => {
+                format!("{n}-digit multiplication `a*b=` (answer: {a} digits)")
+            }
+            TaskKind::ModularSum => {
+                format!("sum of {n} digits modulo 10 `d1..d{n}=` (answer: 1 digit)")
+            }
+            TaskKind::Permutation => {
+                format!("product of {n} elements of S3 `g1..g{n}=` (answer: 1 digit)")
+            }
+        }
+    }
+
+    /// The number of distinct problems.
+    fn space(&self) -> u64 {
+        match self.kind.alphabet() {
+            None => {
+                let m = 10u64.pow(self.digits as u32);
+                m.saturating_mul(m)
+            }
+            Some(k) => k.saturating_pow(self.digits as u32),
+        }
+    }
+
+    /// The `index`-th problem of the space (`index < space()`).
+    fn nth(&self, index: u64) -> Problem {
+        match self.kind.alphabet() {
+            None => {
+                let m = 10u64.pow(self.digits as u32);
+                Problem {
+                    a: index / m,
+                    b: index % m,
+                }
+            }
+            Some(k) => {
+                let (mut rest, mut a, mut scale) = (index, 0u64, 1u64);
+                for _ in 0..self.digits {
+                    a += (rest % k) * scale;
+                    rest /= k;
+                    scale *= 10;
+                }
+                Problem { a, b: 0 }
+            }
+        }
+    }
+
+    /// The answer as a number (the sum, the product, or the one digit).
+    fn answer_value(&self, p: &Problem) -> u64 {
+        match self.kind {
+            TaskKind::Addition => p.a + p.b,
+            TaskKind::Multiplication => p.a * p.b,
+            TaskKind::ModularSum => {
+                let mut digits = Vec::with_capacity(self.digits);
+                digits_of(p.a, self.digits, &mut digits);
+                digits.iter().map(|&d| u64::from(d)).sum::<u64>() % 10
+            }
+            TaskKind::Permutation => {
+                let mut digits = Vec::with_capacity(self.digits);
+                digits_of(p.a, self.digits, &mut digits);
+                u64::from(digits.iter().fold(0, |acc, &g| s3_compose(acc, g)))
+            }
+        }
     }
 
     /// The prompt's token ids.
@@ -206,39 +433,51 @@ impl AdditionTask {
     fn push_prompt(&self, p: &Problem, t: &mut Vec<u32>) {
         t.push(DigitTokenizer::BOS);
         digits_of(p.a, self.digits, t);
-        t.push(DigitTokenizer::PLUS);
-        digits_of(p.b, self.digits, t);
+        match self.kind {
+            TaskKind::Addition | TaskKind::Multiplication => {
+                t.push(if self.kind == TaskKind::Addition {
+                    DigitTokenizer::PLUS
+                } else {
+                    DigitTokenizer::TIMES
+                });
+                digits_of(p.b, self.digits, t);
+            }
+            TaskKind::ModularSum | TaskKind::Permutation => {}
+        }
         t.push(DigitTokenizer::EQUALS);
     }
 
-    /// The answer's token ids (`N + 1` digits of the sum, zero-padded).
+    fn push_answer(&self, p: &Problem, t: &mut Vec<u32>) {
+        digits_of(self.answer_value(p), self.answer_len(), t);
+    }
+
+    /// The answer's token ids (the digits of the answer, zero-padded to
+    /// [`answer_len`](Self::answer_len)).
     pub fn answer_tokens(&self, p: &Problem) -> Vec<u32> {
         let mut t = Vec::with_capacity(self.answer_len());
-        digits_of(p.sum(), self.answer_len(), &mut t);
+        self.push_answer(p, &mut t);
         t
     }
 
-    /// The number an answer spells, `None` if `tokens` is not `N + 1` digits.
-    pub fn parse_answer(&self, tokens: &[u32]) -> Option<u64> {
-        if tokens.len() != self.answer_len() {
-            return None;
-        }
-        tokens
-            .iter()
-            .try_fold(0u64, |acc, &d| (d < 10).then(|| acc * 10 + d as u64))
-    }
-
-    /// Whether `p` belongs to the held-out side of the split (one pair in
+    /// Whether `p` belongs to the held-out side of the split (one problem in
     /// [`HOLDOUT_MODULUS`], by a hash of `(a, b)`).
     pub fn is_held_out(&self, p: &Problem) -> bool {
         splitmix64(splitmix64(p.a ^ 0x6c32_645f_7370_6c74) ^ p.b).is_multiple_of(HOLDOUT_MODULUS)
     }
 
     fn draw(&self, rng: &mut ChaCha8Rng) -> Problem {
-        let m = self.modulus();
-        Problem {
-            a: rng.random_range(0..m),
-            b: rng.random_range(0..m),
+        match self.kind.alphabet() {
+            None => {
+                let m = 10u64.pow(self.digits as u32);
+                Problem {
+                    a: rng.random_range(0..m),
+                    b: rng.random_range(0..m),
+                }
+            }
+            Some(k) => {
+                let a = (0..self.digits).fold(0u64, |a, _| a * 10 + rng.random_range(0..k));
+                Problem { a, b: 0 }
+            }
         }
     }
 
@@ -257,20 +496,19 @@ impl AdditionTask {
     /// # Errors
     /// [`DemoError::InvalidConfig`] when the held-out side has fewer than `n` problems.
     pub fn test_set(&self, n: usize, rng: &mut ChaCha8Rng) -> Result<Vec<Problem>, DemoError> {
-        let m = self.modulus();
-        let total = m.saturating_mul(m);
+        let total = self.space();
         // Small tasks: enumerate the held-out side and draw without replacement.
         if total <= 4_000_000 {
             let mut all: Vec<Problem> = (0..total)
-                .map(|k| Problem { a: k / m, b: k % m })
+                .map(|k| self.nth(k))
                 .filter(|p| self.is_held_out(p))
                 .collect();
             if all.len() < n {
                 return Err(DemoError::invalid(
                     "test_size",
                     format!(
-                        "{n} held-out problems requested but {}-digit addition has only {}",
-                        self.digits,
+                        "{n} held-out problems requested but {} has only {}",
+                        self.describe(),
                         all.len()
                     ),
                 ));
@@ -296,7 +534,7 @@ impl AdditionTask {
     /// A batch of `size` training problems on `device`.
     ///
     /// # Shapes
-    /// - `inputs`: `[size, 3N + 3]`; `answers`: `[size, N + 1]`
+    /// - `inputs`: `[size, seq_len - 1]`; `answers`: `[size, answer_len]`
     pub fn train_batch(&self, size: usize, rng: &mut ChaCha8Rng, device: &Device) -> Batch {
         let problems: Vec<Problem> = (0..size).map(|_| self.sample_train(rng)).collect();
         self.batch(&problems, device)
@@ -312,7 +550,7 @@ impl AdditionTask {
             .map(|(i, p)| {
                 let mut row = Vec::with_capacity(self.seq_len());
                 self.push_prompt(p, &mut row);
-                digits_of(p.sum(), self.answer_len(), &mut row);
+                self.push_answer(p, &mut row);
                 let labels = (1..=len)
                     .map(|j| {
                         if j >= prompt {
@@ -335,7 +573,7 @@ impl AdditionTask {
     /// The batch of the given problems on `device`.
     ///
     /// # Shapes
-    /// - `inputs`: `[problems.len(), 3N + 3]`; `answers`: `[problems.len(), N + 1]`
+    /// - `inputs`: `[problems.len(), seq_len - 1]`; `answers`: `[problems.len(), answer_len]`
     pub fn batch(&self, problems: &[Problem], device: &Device) -> Batch {
         let (len, ans) = (self.seq_len() - 1, self.answer_len());
         let mut inputs = Vec::with_capacity(problems.len() * len);
@@ -344,7 +582,7 @@ impl AdditionTask {
         for p in problems {
             row.clear();
             self.push_prompt(p, &mut row);
-            digits_of(p.sum(), ans, &mut row);
+            self.push_answer(p, &mut row);
             inputs.extend(row[..len].iter().map(|&t| t as i64));
             answers.extend(row[self.prompt_len()..].iter().map(|&t| t as i64));
         }
@@ -355,10 +593,10 @@ impl AdditionTask {
         }
     }
 
-    /// The prompts of `problems` as a `[problems.len(), 2N + 3]` tensor on `device`.
+    /// The prompts of `problems` as a tensor on `device`.
     ///
     /// # Shapes
-    /// - output: `[problems.len(), 2N + 3]`
+    /// - output: `[problems.len(), prompt_len]`
     pub fn prompts(&self, problems: &[Problem], device: &Device) -> Tensor<2, Int> {
         let mut ids = Vec::with_capacity(problems.len() * self.prompt_len());
         let mut row = Vec::with_capacity(self.prompt_len());
