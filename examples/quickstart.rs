@@ -161,9 +161,10 @@ fn main() -> Result<()> {
     config.adaptive = match args.adaptive.as_str() {
         "none" => None,
         name => {
-            let Some(method) = Method::from_name(name).filter(|m| m.is_adaptive()) else {
+            let method: Method = name.parse().context("--adaptive")?;
+            if !method.is_adaptive() {
                 bail!("--adaptive: {name:?} is not an adaptive method (bosh3, dopri5, ...)");
-            };
+            }
             Some(AdaptiveSetting {
                 method,
                 rtol: args.tolerance,

@@ -283,18 +283,8 @@ pub struct Loaded {
 }
 
 fn parse_method(name: &str) -> Result<Method, CliError> {
-    Method::from_torchdiffeq_name(name)
-        .or_else(|| Method::from_name(name))
-        .ok_or_else(|| {
-            let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
-            invalid(
-                "--solver",
-                format!(
-                    "unknown solver {name:?}; known: {} (rk4 = rk4_38)",
-                    known.join(", ")
-                ),
-            )
-        })
+    name.parse()
+        .map_err(|e: l2d_solvers::UnknownMethod| invalid("--solver", e.to_string()))
 }
 
 impl DiffusionArgs {

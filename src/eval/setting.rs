@@ -74,12 +74,8 @@ mod method_name {
 }
 
 fn parse_method(name: &str) -> Result<Method, String> {
-    Method::from_name(name)
-        .or_else(|| Method::from_torchdiffeq_name(name))
-        .ok_or_else(|| {
-            let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
-            format!("unknown solver {name:?}; known: {}", known.join(", "))
-        })
+    name.parse()
+        .map_err(|e: l2d_solvers::UnknownMethod| e.to_string())
 }
 
 impl Setting {

@@ -85,4 +85,4 @@ pub use grid::{TimeGrid, linspace, shift_time};
 pub use sde::{Diffusion, FlowSdeSampler, LastStep, Noise, SeededNoise};
 pub use solve::{SaveAt, Solution, Solver, Stats};
 pub use state::State;
-pub use tableau::{ButcherTableau, EndStageTime, Method};
+pub use tableau::{ButcherTableau, EndStageTime, Method, UnknownMethod};

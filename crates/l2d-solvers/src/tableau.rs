@@ -189,6 +189,48 @@ impl Method {
     }
 }
 
+/// A solver name that [`Method`]'s [`FromStr`](std::str::FromStr) does not know; its message
+/// lists the known names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown solver {name:?}; known: {known} (and torchdiffeq's rk4 = rk4_38, heun = heun2)")]
+pub struct UnknownMethod {
+    /// The name given.
+    pub name: String,
+    /// The known names, comma-separated.
+    pub known: String,
+}
+
+/// Parses this crate's names ([`Method::name`]) and torchdiffeq's
+/// ([`Method::from_torchdiffeq_name`]): the one parser of solver names for command lines and
+/// configuration files.
+///
+/// ```
+/// use l2d_solvers::Method;
+///
+/// assert_eq!("dopri5".parse::<Method>()?, Method::Dopri5);
+/// assert_eq!("rk4".parse::<Method>()?, Method::Rk4ThreeEighths);
+/// assert_eq!("rk4_classic".parse::<Method>()?, Method::Rk4Classic);
+/// let err = "rk45".parse::<Method>().unwrap_err().to_string();
+/// assert!(err.contains("rk45") && err.contains("bosh3"));
+/// # Ok::<(), l2d_solvers::UnknownMethod>(())
+/// ```
+impl std::str::FromStr for Method {
+    type Err = UnknownMethod;
+
+    fn from_str(name: &str) -> Result<Self, UnknownMethod> {
+        Method::from_name(name)
+            .or_else(|| Method::from_torchdiffeq_name(name))
+            .ok_or_else(|| UnknownMethod {
+                name: name.to_string(),
+                known: Method::ALL
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
 impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
