@@ -152,12 +152,15 @@ fn the_toy_pipeline_reports_every_row_a_plot_and_json_deterministically() {
     // The LoRA rank matched to the (toy) diffusion path, and the extra run's rank.
     assert_eq!(report.rows[1].params, {
         let m = config.base.model.model_config().unwrap();
-        l2d::demo::lora::lora_param_count(&m, config.lora.resolved_rank(&m))
+        l2d::demo::lora::lora_param_count(&m, config.lora.resolved_rank(&m).unwrap())
     });
     let m = config.base.model.model_config().unwrap();
     assert_eq!(
         report.rows[1].method,
-        format!("LoRA r{} (authors' init)", config.lora.resolved_rank(&m))
+        format!(
+            "LoRA r{} (authors' init)",
+            config.lora.resolved_rank(&m).unwrap()
+        )
     );
     assert_eq!(report.rows[2].method, "LoRA r3 (PEFT init)");
 

@@ -18,6 +18,7 @@ use burn::module::{LoraAdapter, Module, ModuleVisitor, Param, Reparameterizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::CausalLm;
+use l2d_models::diffusion::{ParamCount, diffusion_param_count};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -127,65 +128,23 @@ impl Default for ToyDiffusionPath {
     }
 }
 
-/// Parameter counts of the diffusion path's parts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DiffusionParamBreakdown {
-    /// LoRA factors on q/o/gate/up/down of every layer.
-    pub lora: usize,
-    /// Per-layer DiT modulation: `Linear(m, m)` then `Linear(m, 6d)`, with biases.
-    pub modulation: usize,
-    /// The final modulation head: `Linear(m, m)` then `Linear(m, d)`.
-    pub final_head: usize,
-    /// Timestep embedding: `Linear(f, m)` then `Linear(m, m)`.
-    pub timestep_embedding: usize,
-    /// The map of the frozen input embedding to the flow space, `Linear(d, k)`.
-    pub mapping: usize,
-    /// The flow-to-LM encoder: `Linear(k, w)`, `depth - 2` × `Linear(w, w)`, `Linear(w, d)`.
-    pub flow_to_lm: usize,
-}
-
-impl DiffusionParamBreakdown {
-    /// The sum of the parts.
-    pub fn total(&self) -> usize {
-        self.lora
-            + self.modulation
-            + self.final_head
-            + self.timestep_embedding
-            + self.mapping
-            + self.flow_to_lm
-    }
-}
-
 impl ToyDiffusionPath {
-    /// The diffusion path's trainable parameters on a base of `config`.
+    /// The diffusion path's trainable parameters on a base of `config`, by part: the count of
+    /// [`l2d_models::diffusion::diffusion_param_count`] for [`ToyDiffusionPath::l2d_config`].
     ///
     /// ```
     /// use l2d::demo::{lora::ToyDiffusionPath, TinyLlama};
     ///
     /// let config = TinyLlama::default().model_config()?;
     /// // The toy reference's 6-digit row.
-    /// assert_eq!(ToyDiffusionPath::default().param_count(&config).total(), 58_592);
+    /// assert_eq!(ToyDiffusionPath::default().param_count(&config)?.total(), 58_592);
     /// # Ok::<(), l2d::demo::DemoError>(())
     /// ```
-    pub fn param_count(&self, config: &ModelConfig) -> DiffusionParamBreakdown {
-        let d = config.hidden_size;
-        let m = self.modulation_hidden.unwrap_or(d);
-        let w = self.flow_width.unwrap_or(d);
-        let (k, f) = (self.mapping_dim, self.frequency_dim);
-        let lin = |i: usize, o: usize| i * o + o;
-        let flow_to_lm = match self.flow_depth {
-            0 => 0,
-            1 => lin(k, d),
-            n => lin(k, w) + (n - 2) * lin(w, w) + lin(w, d),
-        };
-        DiffusionParamBreakdown {
-            lora: lora_param_count(config, self.lora_rank),
-            modulation: config.num_hidden_layers * (lin(m, m) + lin(m, 6 * d)),
-            final_head: lin(m, m) + lin(m, d),
-            timestep_embedding: lin(f, m) + lin(m, m),
-            mapping: lin(d, k),
-            flow_to_lm,
-        }
+    ///
+    /// # Errors
+    /// [`DemoError::Diffusion`] for sizes the path cannot have on this base.
+    pub fn param_count(&self, config: &ModelConfig) -> Result<ParamCount, DemoError> {
+        Ok(diffusion_param_count(&self.l2d_config(), config)?)
     }
 }
 
@@ -259,10 +218,18 @@ impl Default for LoraConfig {
 
 impl LoraConfig {
     /// The rank this configuration trains on a base of `config`.
-    pub fn resolved_rank(&self, config: &ModelConfig) -> usize {
-        self.rank.unwrap_or_else(|| {
-            rank_for_budget(config, self.match_params.param_count(config).total())
-        })
+    ///
+    /// # Errors
+    /// [`DemoError::Diffusion`] when the rank is matched to a path that cannot be built on
+    /// this base.
+    pub fn resolved_rank(&self, config: &ModelConfig) -> Result<usize, DemoError> {
+        match self.rank {
+            Some(rank) => Ok(rank),
+            None => Ok(rank_for_budget(
+                config,
+                self.match_params.param_count(config)?.total(),
+            )),
+        }
     }
 
     fn validate(&self) -> Result<(), DemoError> {
@@ -429,7 +396,7 @@ pub fn train_lora(
     mut on_step: impl FnMut(usize, f32),
 ) -> Result<LoraBaseline, DemoError> {
     config.validate()?;
-    let rank = config.resolved_rank(base.config());
+    let rank = config.resolved_rank(base.config())?;
     let alpha = config.alpha.unwrap_or(rank as f64);
     let start = Instant::now();
     let train_device = device.clone().autodiff();

@@ -468,13 +468,13 @@ pub fn run_quickstart(
     ));
 
     // 2. The plain-LoRA baseline(s).
-    let diffusion_size = config.diffusion.path.param_count(&model_config).total();
+    let diffusion_size = config.diffusion.path.param_count(&model_config)?.total();
     let lora_configs = std::iter::once(&config.lora).chain(&config.extra_lora);
     for (i, lora_config) in lora_configs
         .take_while(|_| config.lora_baselines)
         .enumerate()
     {
-        let rank = lora_config.resolved_rank(&model_config);
+        let rank = lora_config.resolved_rank(&model_config)?;
         let alpha = lora_config.alpha.unwrap_or(rank as f64);
         let init = lora_config.init.label();
         log(&format!(
