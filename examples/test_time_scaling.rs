@@ -74,6 +74,10 @@ struct Args {
     /// Training timesteps are drawn in `[0, 1 - this]`.
     #[arg(long, default_value_t = 0.0)]
     minimum_training_noise: f64,
+    /// Use the model of this Hugging Face folder as the frozen base instead of training one
+    /// (e.g. the base `scripts/toy_reference.py` trained with the authors' code).
+    #[arg(long)]
+    base_in: Option<PathBuf>,
     /// Held-out problems.
     #[arg(long, default_value_t = 1000)]
     test_size: usize,
@@ -105,6 +109,7 @@ fn main() -> Result<()> {
     config.diffusion.path.noise_schedule = args.noise_schedule;
     config.diffusion.path.noise_scale = args.noise_scale;
     config.diffusion.path.minimum_training_noise = args.minimum_training_noise;
+    config.base_in = args.base_in;
     config.test_size = args.test_size;
     config.euler_steps = args.euler_steps;
     config.average_at_temperature_one = false;
