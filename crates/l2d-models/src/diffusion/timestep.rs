@@ -1,14 +1,16 @@
-//! The timestep embedder: sinusoidal features of the raw `t ∈ [0, 1]` (cosines first, maximum
-//! period 10000, not multiplied by 1000 as in DiT) followed by an MLP (the reference's
-//! `FrequencyEmbedder`, `model.timestep_embedder.mlp.*`).
+//! The timestep embedder: sinusoidal features of the raw `t ∈ [0, 1]`
+//! ([`l2d_core::timestep::timestep_embedding`]: cosines first, maximum period
+//! [`DEFAULT_MAX_PERIOD`](l2d_core::timestep::DEFAULT_MAX_PERIOD), not multiplied by 1000 as in DiT) followed by an MLP (the
+//! reference's `FrequencyEmbedder`, `model.timestep_embedder.mlp.*`).
 
 use burn::module::Module;
-use burn::tensor::{DType, Tensor, TensorData};
-use l2d_core::timestep::timestep_frequencies;
+use burn::tensor::{DType, Tensor};
+use l2d_core::timestep::timestep_embedding;
 
 use super::mlp::SimpleMlp;
 
-/// `MLP([cos(t f), sin(t f)])` with `f_i = exp(-ln(10000) i / (F/2))`.
+/// `MLP([cos(t f), sin(t f)])` with `f_i = exp(-ln(P) i / (F/2))`, `P` =
+/// [`DEFAULT_MAX_PERIOD`](l2d_core::timestep::DEFAULT_MAX_PERIOD).
 #[derive(Module, Debug)]
 pub struct TimestepEmbedder {
     /// `F → C → ... → C` with SiLU between layers.
@@ -26,17 +28,10 @@ impl TimestepEmbedder {
     pub fn forward(&self, t: Tensor<1>) -> Tensor<2> {
         let [n] = t.dims();
         let device = t.device();
-        let half = self.frequency_size / 2;
-        // timestep_frequencies only fails for odd or zero sizes, which validation rejects.
-        let freqs: Vec<f32> = timestep_frequencies(self.frequency_size, 10_000.0)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|f| f as f32)
-            .collect();
-        let freqs =
-            Tensor::<2>::from_data(TensorData::new(freqs, [1, half]), (&device, DType::F32));
-        let args = t.cast(DType::F32).reshape([n, 1]) * freqs;
-        let features = Tensor::cat(vec![args.clone().cos(), args.sin()], 1);
+        // The embedding only fails for odd or zero sizes, which validation rejects before a
+        // path is built; zeros keep the shapes if that ever changes.
+        let features = timestep_embedding(t.cast(DType::F32), self.frequency_size)
+            .unwrap_or_else(|_| Tensor::zeros([n, self.frequency_size], (&device, DType::F32)));
         let dtype = self.mlp.layers[0].weight.val().dtype();
         self.mlp.forward(features.cast(dtype))
     }
