@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | `vulkan` | GPU through Vulkan (forwards to `l2d-core`; builds offline) |
 //! | `wgpu` | GPU through wgpu |
-//! | `cuda` | CUDA (needs an LLVM download at build time; never built in CI) |
+//! | `cuda` | CUDA (builds offline after `scripts/setup-cuda-build.sh`, see `docs/gpu.md`; CI checks that it compiles) |
 //!
 //! The library itself is device-generic; the features only add backends to `burn` and the
 //! device choices of `examples/bench_generation.rs`.
