@@ -18,6 +18,9 @@ implementations:
 Options swap ingredients in: `--base DIR` (a Hugging Face folder, e.g. one the quickstart
 wrote with `--export-base`) instead of training a base, `--path-init FILE` (an adapter file)
 instead of the seeded initialisation, `--path-seed S` to reseed torch before the path is built.
+For docs/scaling.md: `--task` runs another task of `l2d::demo::task` (multiplication,
+modular-sum, permutation; with l2d's held-out split), `--noise-scale` sets the training noise
+σ (the reference's `noise_rescaling`, 64), `--train-lora` also trains the LoRA baseline.
 
     L2D_REFERENCE_SRC=/path/to/SakanaAI-L2D scripts/.venv/bin/python scripts/toy_reference.py \
         --out target/toy-reference/seed0
