@@ -394,12 +394,12 @@ pub fn run_quickstart(
     log: &mut dyn FnMut(&str),
 ) -> Result<QuickstartReport, DemoError> {
     let start = Instant::now();
-    prepare_outputs(config)?;
     let task = DigitTask::new(config.task, config.digits)?;
     let test = task.test_set(
         config.test_size,
         &mut ChaCha8Rng::seed_from_u64(config.seed + TEST_STREAM),
     )?;
+    prepare_outputs(config)?;
     let shape = config.base.model;
     let model_config = shape.model_config_for(task.vocab_size())?;
     let mut training = Vec::new();
