@@ -1,5 +1,5 @@
-//! The `l2d` command line. Each subcommand's arguments and logic live in the library crate
-//! that owns it; this file only parses and dispatches.
+//! The `l2d` command line. Each subcommand's arguments and logic live in `l2d::cli` (and
+//! `l2d::eval`), over the libraries; this file only parses and dispatches.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train the diffusion path of a model on chat data.
-    Train(l2d::train::TrainArgs),
+    Train(l2d::cli::TrainArgs),
     /// Inspect chat data.
     Data {
         #[command(subcommand)]
@@ -36,17 +36,17 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum DataCommand {
     /// Show how chat files are tokenised and which tokens carry loss.
-    Inspect(l2d::train::DataInspectArgs),
+    Inspect(l2d::cli::DataInspectArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => {
-            l2d::train::run_train(&args)?;
+            l2d::cli::run_train(&args)?;
         }
         Command::Data {
             command: DataCommand::Inspect(args),
-        } => l2d::train::run_data_inspect(&args, &mut std::io::stdout().lock())?,
+        } => l2d::cli::run_data_inspect(&args, &mut std::io::stdout().lock())?,
         Command::Generate(args) => {
             l2d::cli::run_generate(&args, &mut std::io::stdout(), &mut std::io::stderr())?
         }

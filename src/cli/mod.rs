@@ -1,9 +1,11 @@
-//! The `l2d generate`, `l2d chat` and `l2d info` commands: their clap arguments and logic, as
-//! library functions (the `l2d` binary only parses and dispatches).
+//! The `l2d generate`, `l2d chat`, `l2d info`, `l2d train` and `l2d data inspect` commands:
+//! their clap arguments and logic, as library functions (the `l2d` binary only parses and
+//! dispatches). The libraries under them (`l2d-models`, `l2d-train`) have no command-line code.
 //!
 //! - [`generate`]: complete one or more prompts, streaming the tokens of a single prompt.
 //! - [`chat`]: a conversation on standard input, one user message per line.
 //! - [`info`]: the model, the adapter and the parameter counts.
+//! - [`train`](mod@train): training (with a progress bar on a terminal) and the data listing.
 //!
 //! The model is a Hugging Face folder (or an `org/name` of the local cache) or a GGUF file;
 //! `--adapter` is a diffusion adapter (`l2d train`'s `adapter.safetensors`, or a reference
@@ -20,6 +22,7 @@
 pub mod chat;
 pub mod generate;
 pub mod info;
+pub mod train;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,6 +41,7 @@ use l2d_solvers::Method;
 pub use chat::{ChatArgs, run_chat};
 pub use generate::{GenerateArgs, run_generate};
 pub use info::{InfoArgs, run_info};
+pub use train::{DataInspectArgs, TrainArgs, run_data_inspect, run_train};
 
 /// Errors of the commands; each names the flag or file at fault.
 #[derive(Debug, thiserror::Error)]

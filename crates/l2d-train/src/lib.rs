@@ -15,7 +15,6 @@
 //! | [`checkpoint`] | atomic checkpoints and exact resume |
 //! | [`trainer`] | the training run |
 //! | [`config`] | the TOML configuration of `l2d train` |
-//! | [`cli`] | the `l2d train` / `l2d data inspect` commands |
 //! | [`memory`] | peak RSS and the analytic memory of a step |
 //! | [`error`] | the crate's typed errors |
 //!
@@ -30,7 +29,6 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
-pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -41,7 +39,6 @@ pub mod step;
 pub mod trainer;
 pub mod validation;
 
-pub use cli::{DataInspectArgs, TrainArgs, run_data_inspect, run_train};
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
-pub use trainer::{RunOptions, TrainSummary, train};
+pub use trainer::{RunOptions, StderrProgress, TrainProgress, TrainSummary, train, train_with};

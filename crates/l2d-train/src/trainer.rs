@@ -8,7 +8,7 @@
 //! or a step whose gradient norm is not finite, is skipped and counted; past
 //! `max_nonfinite` the run stops with [`TrainError::NonFinite`].
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -307,51 +307,38 @@ impl Metrics {
     }
 }
 
-/// Progress on stderr: a bar on a terminal, plain lines otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    quiet: bool,
+/// Where a run reports its progress. [`StderrProgress`] writes lines to standard error; the
+/// `l2d` command line draws a progress bar on a terminal.
+pub trait TrainProgress {
+    /// The run starts (or resumes) at optimizer step `step` of `total`.
+    fn start(&mut self, total: usize, step: usize) {
+        let _ = (total, step);
+    }
+    /// Optimizer step `step` is logged; `message` holds its loss, learning rate, gradient norm
+    /// and speed.
+    fn step(&mut self, step: usize, message: &str);
+    /// A line of its own: the run's set-up, validation results, where the adapter went.
+    fn line(&mut self, message: &str);
+    /// The training loop has ended.
+    fn finish(&mut self) {}
 }
 
-impl Progress {
-    fn new(total: usize, start: usize, quiet: bool) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(total as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_position(start as u64);
-            bar
-        });
-        Progress { bar, quiet }
+/// Progress as plain lines on standard error, best effort (a standard error that cannot be
+/// written never stops training); nothing when `quiet`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StderrProgress {
+    /// Write nothing.
+    pub quiet: bool,
+}
+
+impl TrainProgress for StderrProgress {
+    fn step(&mut self, _step: usize, message: &str) {
+        self.line(message);
     }
 
-    fn step(&self, step: usize, message: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(step as u64);
-            bar.set_message(message.to_string());
-        }
-    }
-
-    fn line(&self, message: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(bar) => bar.println(message),
-            // Best effort: a standard error that cannot be written does not stop training.
-            None => {
-                let _ = writeln!(std::io::stderr(), "{message}");
-            }
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+    fn line(&mut self, message: &str) {
+        if !self.quiet {
+            let _ = writeln!(std::io::stderr(), "{message}");
         }
     }
 }
@@ -362,12 +349,30 @@ impl Progress {
 /// Configuration, model, data, checkpoint and diffusion-path errors;
 /// [`TrainError::NonFinite`].
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
+    train_with(
+        config,
+        options,
+        &mut StderrProgress {
+            quiet: options.quiet,
+        },
+    )
+}
+
+/// [`train`], reporting progress to `progress` (`options.quiet` is then the caller's to
+/// honour).
+///
+/// # Errors
+/// As [`train`].
+pub fn train_with(
+    config: &TrainConfig,
+    options: &RunOptions,
+    progress: &mut dyn TrainProgress,
+) -> Result<TrainSummary> {
     config.validate()?;
     let device = device_from_name(&config.train.device)?.without_autodiff();
-    let progress_quiet = options.quiet;
     let model = load_model(config, &device)?;
     let data = prepare_data(config, &model)?;
-    run(config, options, &model, &data, &device, progress_quiet)
+    run(config, options, &model, &data, &device, progress)
 }
 
 /// What a run writes in its folder (`config.toml`, `metrics.jsonl`, `checkpoints/`,
@@ -424,7 +429,7 @@ pub fn run(
     model: &LoadedModel,
     data: &PreparedData,
     device: &Device,
-    quiet: bool,
+    progress: &mut dyn TrainProgress,
 ) -> Result<TrainSummary> {
     let out = &config.output.dir;
     prepare_run_folder(out, options)?;
@@ -469,7 +474,7 @@ pub fn run(
     let start_step = step;
     let trainable_params = path.num_params();
     let mut metrics = Metrics::open(out.join("metrics.jsonl"), resume_from.is_some())?;
-    let progress = Progress::new(progress_total, step, quiet);
+    progress.start(progress_total, step);
     let longest = data
         .train
         .iter()
@@ -616,9 +621,6 @@ pub fn run(
                 record.loss, record.lr, record.grad_norm, record.s_per_step
             );
             progress.step(step, &message);
-            if progress.bar.is_none() {
-                progress.line(&message);
-            }
             let mut line = serde_json::to_value(&record).unwrap_or_default();
             line["kind"] = json!("train");
             metrics.write(line)?;

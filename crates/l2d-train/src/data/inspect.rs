@@ -7,13 +7,36 @@ use l2d_models::tokenizer::Tokenizer;
 use super::encode::TokenizedExample;
 
 /// How tokens are shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+///
+/// Parses from and prints as `text` and `table`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InspectFormat {
     /// The decoded text with scored spans marked (`[[...]]`, or green on a terminal).
     #[default]
     Text,
     /// One line per token: position, id, token text, and `*` when scored.
     Table,
+}
+
+impl std::str::FromStr for InspectFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(InspectFormat::Text),
+            "table" => Ok(InspectFormat::Table),
+            other => Err(format!("{other:?} is not a format (text, table)")),
+        }
+    }
+}
+
+impl std::fmt::Display for InspectFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InspectFormat::Text => "text",
+            InspectFormat::Table => "table",
+        })
+    }
 }
 
 /// Escapes control characters of a token so a listing stays one line per token.

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use clap::Parser;
+use l2d::cli::{TrainArgs, run_train};
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
 use l2d_models::pretrained::{LoadOptions, Pretrained};
 use l2d_train::checkpoint::{CHECKPOINTS, LATEST};
-use l2d_train::{TrainArgs, TrainConfig, TrainError, run_train};
+use l2d_train::{TrainConfig, TrainError};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Whether two safetensors files hold the same tensors bit for bit and the same metadata
@@ -491,7 +492,7 @@ fn data_inspect_marks_the_scored_tokens() {
     #[derive(Parser)]
     struct InspectCli {
         #[command(flatten)]
-        args: l2d_train::DataInspectArgs,
+        args: l2d::cli::DataInspectArgs,
     }
     let model = root().join("fixtures/gguf/tiny-llama.gguf");
     let data = root().join("fixtures/train/conversations.jsonl");
@@ -507,14 +508,14 @@ fn data_inspect_marks_the_scored_tokens() {
         InspectCli::try_parse_from(v).unwrap().args
     };
     let mut out = Vec::new();
-    l2d_train::run_data_inspect(&parse(&["-n", "2"]), &mut out).unwrap();
+    l2d::cli::run_data_inspect(&parse(&["-n", "2"]), &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("[[2 + 3 = 5.<|im_end|>]]"), "{text}");
     assert!(text.contains("[[Paris.<|im_end|>]]") && text.contains("[[Rome.<|im_end|>]]"));
     assert!(!text.contains("[[<|im_start|>"), "{text}");
     assert!(text.contains("7 conversations -> 6 sequences"), "{text}");
     let mut out = Vec::new();
-    l2d_train::run_data_inspect(&parse(&["-n", "1", "--format", "table"]), &mut out).unwrap();
+    l2d::cli::run_data_inspect(&parse(&["-n", "1", "--format", "table"]), &mut out).unwrap();
     let table = String::from_utf8(out).unwrap();
     let scored: Vec<&str> = table.lines().filter(|l| l.contains(" * ")).collect();
     assert_eq!(scored.len(), 10, "{table}"); // "2 + 3 = 5." and <|im_end|>

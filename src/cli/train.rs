@@ -1,22 +1,25 @@
-//! The `l2d train` and `l2d data inspect` commands: their arguments (clap) and what they do.
-//! The `l2d` binary only parses and dispatches here.
+//! The `l2d train` and `l2d data inspect` commands: their arguments (clap), the progress bar
+//! and what they do, over `l2d-train`'s library. The `l2d` binary only parses and dispatches
+//! here.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{DataSection, ModelSection, TrainConfig};
-use crate::data::inspect::{InspectFormat, render_example};
-use crate::data::read::read_chat_files;
-use crate::data::{ClassList, ExampleEncoder, Layout};
-use crate::error::{Result, TrainError};
-use crate::trainer::{RunOptions, TrainSummary, device_from_name, load_model, train};
+use l2d_train::config::{DataSection, ModelSection, TrainConfig};
+use l2d_train::data::inspect::{InspectFormat, render_example};
+use l2d_train::data::read::read_chat_files;
+use l2d_train::data::{ClassList, EncodeStats, ExampleEncoder, Layout};
+use l2d_train::error::{Result, TrainError};
+use l2d_train::trainer::{
+    RunOptions, TrainProgress, TrainSummary, device_from_name, load_model, train_with,
+};
 
 /// `l2d train`: train the diffusion path of a model on chat data.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// The TOML configuration (see the docs of `l2d_train::config`); flags override it.
+    /// The TOML configuration (see the docs of [`l2d_train::config`]); flags override it.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// The base model: a Hugging Face folder, an `org/name` of the local cache, or a GGUF.
@@ -154,13 +157,68 @@ impl TrainArgs {
     }
 }
 
+/// Progress on standard error: a bar on a terminal, plain lines otherwise (best effort: a
+/// standard error that cannot be written never stops training); nothing when `quiet`.
+struct BarProgress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl TrainProgress for BarProgress {
+    fn start(&mut self, total: usize, step: usize) {
+        self.bar = (!self.quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_position(step as u64);
+            bar
+        });
+    }
+
+    fn step(&mut self, step: usize, message: &str) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step as u64);
+                bar.set_message(message.to_string());
+            }
+            None => self.line(message),
+        }
+    }
+
+    fn line(&mut self, message: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None => {
+                let _ = writeln!(std::io::stderr(), "{message}");
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Runs `l2d train`.
 ///
 /// # Errors
-/// As [`train`].
+/// As [`l2d_train::train`].
 pub fn run_train(args: &TrainArgs) -> Result<TrainSummary> {
     let config = args.resolve()?;
-    let summary = train(
+    let mut progress = BarProgress {
+        bar: None,
+        quiet: args.quiet,
+    };
+    let summary = train_with(
         &config,
         &RunOptions {
             resume: args.resume,
@@ -168,6 +226,7 @@ pub fn run_train(args: &TrainArgs) -> Result<TrainSummary> {
             stop_after: args.stop_after,
             quiet: args.quiet,
         },
+        &mut progress,
     )?;
     if !args.quiet {
         // Best effort: a standard error that cannot be written does not fail a finished run.
@@ -203,7 +262,7 @@ pub struct DataInspectArgs {
     #[arg(long, short = 'n', default_value_t = 3)]
     pub limit: usize,
     /// `text` (scored spans marked) or `table` (one token per line).
-    #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
+    #[arg(long, default_value = "text")]
     pub format: InspectFormat,
     /// Guidance classes, comma separated.
     #[arg(long, value_delimiter = ',')]
@@ -234,7 +293,7 @@ pub fn run_data_inspect(args: &DataInspectArgs, out: &mut dyn Write) -> Result<(
         .with_template_name(args.template_name.clone());
     let color = !args.no_color && std::io::stdout().is_terminal();
     let w = |e: std::io::Error| TrainError::io("write", "<stdout>", e);
-    let (mut all, mut stats) = (Vec::new(), crate::data::EncodeStats::default());
+    let (mut all, mut stats) = (Vec::new(), EncodeStats::default());
     for (i, c) in conversations.iter().enumerate() {
         let (examples, s) = encoder.encode(c, i)?;
         stats.merge(&s);
