@@ -224,7 +224,6 @@ pub fn run_train(args: &TrainArgs) -> Result<TrainSummary> {
             resume: args.resume,
             overwrite: args.overwrite,
             stop_after: args.stop_after,
-            quiet: args.quiet,
         },
         &mut progress,
     )?;

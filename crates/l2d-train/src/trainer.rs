@@ -47,8 +47,6 @@ pub struct RunOptions {
     /// Stop (after checkpointing) once this many steps are done, as if killed after a
     /// checkpoint; the run can be resumed to its planned end.
     pub stop_after: Option<usize>,
-    /// No progress output on stderr.
-    pub quiet: bool,
     /// Start afresh in a run folder that holds a previous run, deleting that run's outputs
     /// (its checkpoints, metrics, adapter and config; nothing else). Without it (or
     /// `resume`) such a folder is refused.
@@ -343,23 +341,18 @@ impl TrainProgress for StderrProgress {
     }
 }
 
-/// Trains as the configuration says; see the [module docs](self).
+/// Trains as the configuration says, reporting progress as lines on standard error
+/// ([`StderrProgress`]); see the [module docs](self).
 ///
 /// # Errors
 /// Configuration, model, data, checkpoint and diffusion-path errors;
 /// [`TrainError::NonFinite`].
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
-    train_with(
-        config,
-        options,
-        &mut StderrProgress {
-            quiet: options.quiet,
-        },
-    )
+    train_with(config, options, &mut StderrProgress::default())
 }
 
-/// [`train`], reporting progress to `progress` (`options.quiet` is then the caller's to
-/// honour).
+/// [`train`], reporting progress to `progress` (for no output at all,
+/// `StderrProgress { quiet: true }`).
 ///
 /// # Errors
 /// As [`train`].
