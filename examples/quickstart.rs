@@ -20,7 +20,6 @@ use clap::Parser;
 use l2d::demo::TinyLlama;
 use l2d::demo::lora::{LoraConfig, LoraInit};
 use l2d::demo::pipeline::{AdaptiveSetting, QuickstartConfig, QuickstartReport, run_quickstart};
-use l2d_solvers::Method;
 
 /// Command-line options (the defaults are the demo).
 #[derive(Debug, Parser)]
@@ -158,20 +157,7 @@ fn main() -> Result<()> {
     config.diffusion.init_from = args.path_init;
     config.diffusion.init_out = args.path_init_out;
     config.adapter_out = args.save_adapter;
-    config.adaptive = match args.adaptive.as_str() {
-        "none" => None,
-        name => {
-            let method: Method = name.parse().context("--adaptive")?;
-            if !method.is_adaptive() {
-                bail!("--adaptive: {name:?} is not an adaptive method (bosh3, dopri5, ...)");
-            }
-            Some(AdaptiveSetting {
-                method,
-                rtol: args.tolerance,
-                atol: args.tolerance,
-            })
-        }
-    };
+    config.adaptive = AdaptiveSetting::from_flag(&args.adaptive, args.tolerance)?;
 
     // The output folder exists before the training starts (a path that cannot be written
     // fails now, not after ten minutes).

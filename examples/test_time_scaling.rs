@@ -21,7 +21,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::tensor::Device;
 use clap::Parser;
 use l2d::demo::TinyLlama;
@@ -29,7 +29,6 @@ use l2d::demo::pipeline::{AdaptiveSetting, QuickstartConfig, run_quickstart};
 use l2d::demo::scaling::ScalingCurve;
 use l2d::demo::task::TaskKind;
 use l2d_core::NoiseSchedule;
-use l2d_solvers::Method;
 
 /// Command-line options (the defaults are the chosen setting).
 #[derive(Debug, Parser)]
@@ -113,20 +112,7 @@ fn main() -> Result<()> {
     config.test_size = args.test_size;
     config.euler_steps = args.euler_steps;
     config.average_at_temperature_one = false;
-    config.adaptive = match args.adaptive.as_str() {
-        "none" => None,
-        name => {
-            let method: Method = name.parse().context("--adaptive")?;
-            if !method.is_adaptive() {
-                bail!("--adaptive: {name:?} is not an adaptive method (bosh3, dopri5, ...)");
-            }
-            Some(AdaptiveSetting {
-                method,
-                rtol: args.tolerance,
-                atol: args.tolerance,
-            })
-        }
-    };
+    config.adaptive = AdaptiveSetting::from_flag(&args.adaptive, args.tolerance)?;
 
     // The output folder exists before the training starts.
     std::fs::create_dir_all(&args.out_dir)

@@ -52,6 +52,45 @@ pub struct AdaptiveSetting {
     pub atol: f64,
 }
 
+impl AdaptiveSetting {
+    /// The setting a command line names: `none` for no adaptive row, else an adaptive method's
+    /// name (this crate's or torchdiffeq's) at `rtol = atol = tolerance`.
+    ///
+    /// ```
+    /// use l2d::demo::pipeline::AdaptiveSetting;
+    /// use l2d_solvers::Method;
+    ///
+    /// assert_eq!(AdaptiveSetting::from_flag("none", 1e-3)?, None);
+    /// let s = AdaptiveSetting::from_flag("dopri5", 1e-3)?.unwrap();
+    /// assert_eq!((s.method, s.rtol, s.atol), (Method::Dopri5, 1e-3, 1e-3));
+    /// assert!(AdaptiveSetting::from_flag("euler", 1e-3).is_err()); // no error estimate
+    /// assert!(AdaptiveSetting::from_flag("rk45", 1e-3).is_err());
+    /// # Ok::<(), l2d::demo::DemoError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`DemoError::InvalidConfig`] for an unknown method or one without an error estimate.
+    pub fn from_flag(name: &str, tolerance: f64) -> Result<Option<Self>, DemoError> {
+        if name == "none" {
+            return Ok(None);
+        }
+        let method: Method = name.parse().map_err(|e: l2d_solvers::UnknownMethod| {
+            DemoError::invalid("adaptive", e.to_string())
+        })?;
+        if !method.is_adaptive() {
+            return Err(DemoError::invalid(
+                "adaptive",
+                format!("{name:?} is not an adaptive method (bosh3, dopri5, ...)"),
+            ));
+        }
+        Ok(Some(Self {
+            method,
+            rtol: tolerance,
+            atol: tolerance,
+        }))
+    }
+}
+
 impl Default for AdaptiveSetting {
     /// Bogacki–Shampine 3(2) at the reference's tolerances (`rtol = atol = 1e-5`).
     fn default() -> Self {
