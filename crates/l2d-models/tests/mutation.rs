@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use burn::tensor::{DType, Device};
 use common::*;
@@ -24,72 +21,13 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-/// The system allocator, refusing any single allocation above [`MAX_ALLOCATION`]: a size
-/// read from a file and trusted would show up here as an abort of this test.
-struct Bounded;
+#[path = "support/mutation.rs"]
+mod harness;
 
-const MAX_ALLOCATION: usize = 1 << 30;
-
-unsafe impl GlobalAlloc for Bounded {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_ALLOCATION {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > MAX_ALLOCATION {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > MAX_ALLOCATION {
-            return std::ptr::null_mut();
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use harness::{Bounded, run_cases};
 
 #[global_allocator]
 static ALLOCATOR: Bounded = Bounded;
-
-const CASES_PER_FORMAT: usize = 2000;
-const MAX_CASE_TIME: Duration = Duration::from_secs(5);
-
-/// Runs `case` for every mutation, counting outcomes; fails on a panic or a slow case.
-fn run_cases(format: &str, mut case: impl FnMut(usize) -> Result<(), String>) {
-    let (mut ok, mut refused) = (0, 0);
-    let mut failures = Vec::new();
-    for i in 0..CASES_PER_FORMAT {
-        let start = Instant::now();
-        match catch_unwind(AssertUnwindSafe(|| case(i))) {
-            Ok(Ok(())) => ok += 1,
-            Ok(Err(_)) => refused += 1,
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                failures.push(format!("case {i}: panic: {msg}"));
-            }
-        }
-        if start.elapsed() > MAX_CASE_TIME {
-            failures.push(format!("case {i}: took {:?}", start.elapsed()));
-        }
-    }
-    println!("{format}: {CASES_PER_FORMAT} mutations, {ok} loaded, {refused} refused");
-    assert!(
-        failures.is_empty(),
-        "{format}: {} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
 
 /// Values that break parsers: zero, one, negatives, type boundaries, huge counts.
 const EXTREMES: [u64; 10] = [

@@ -1,11 +1,10 @@
 //! Bad training input never crashes: 2,000 seeded mutations each of a training configuration
 //! (TOML values) and of chat data (JSONL records), read, validated and encoded the way
 //! `l2d train` does before it trains. Every one must end in `Ok` or a typed error: no panic,
-//! and no case slower than 5 s.
+//! no single allocation above 1 GiB, and no case slower than 5 s (the harness of
+//! `l2d-models/tests/mutation.rs`).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use l2d_models::pretrained::{LoadOptions, Pretrained};
 use l2d_train::TrainConfig;
@@ -15,41 +14,16 @@ use l2d_train::trainer::total_steps;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const CASES: usize = 2000;
-const MAX_CASE_TIME: Duration = Duration::from_secs(5);
+#[path = "../../l2d-models/tests/support/mutation.rs"]
+mod harness;
+
+use harness::{Bounded, run_cases};
+
+#[global_allocator]
+static ALLOCATOR: Bounded = Bounded;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn run_cases(what: &str, mut case: impl FnMut(usize) -> Result<(), String>) {
-    let (mut ok, mut refused) = (0, 0);
-    let mut failures = Vec::new();
-    for i in 0..CASES {
-        let start = Instant::now();
-        match catch_unwind(AssertUnwindSafe(|| case(i))) {
-            Ok(Ok(())) => ok += 1,
-            Ok(Err(_)) => refused += 1,
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                failures.push(format!("case {i}: panic: {msg}"));
-            }
-        }
-        if start.elapsed() > MAX_CASE_TIME {
-            failures.push(format!("case {i}: took {:?}", start.elapsed()));
-        }
-    }
-    println!("{what}: {CASES} mutations, {ok} accepted, {refused} refused");
-    assert!(
-        failures.is_empty(),
-        "{what}: {} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
 }
 
 /// TOML values no field expects.
