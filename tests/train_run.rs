@@ -19,6 +19,19 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The tiny Llama every run here trains on.
+const TINY_BASE: &str = "fixtures/gguf/tiny-llama.gguf";
+
+/// The tiny base loaded as a model, to check what a run wrote.
+fn tiny_base() -> l2d_models::decoder::CausalLm {
+    Pretrained::open(
+        root().join(TINY_BASE).to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap()
+    .model
+}
+
 /// Whether two safetensors files hold the same tensors bit for bit and the same metadata
 /// (the header's key order is not compared: safetensors writes metadata from a hash map).
 fn same_safetensors(a: &Path, b: &Path) -> bool {
@@ -91,7 +104,7 @@ dir = "{out}"
 checkpoint_every = 2
 keep_last = 2
 "#,
-        model = root().join("fixtures/gguf/tiny-llama.gguf").display(),
+        model = root().join(TINY_BASE).display(),
         data = root().join("fixtures/train/conversations.jsonl").display(),
         out = dir.join("run").display(),
     );
@@ -161,15 +174,7 @@ fn a_full_run_writes_metrics_checkpoints_and_a_loadable_adapter() {
     );
     // The adapter loads for the base (fingerprint checked) and equals the last checkpoint's.
     let adapter = summary.adapter.unwrap();
-    let base = Pretrained::open(
-        root()
-            .join("fixtures/gguf/tiny-llama.gguf")
-            .to_str()
-            .unwrap(),
-        &LoadOptions::default(),
-    )
-    .unwrap()
-    .model;
+    let base = tiny_base();
     let path = DiffusionPath::load(&adapter, &base, &AdapterLoadOptions::default()).unwrap();
     assert_eq!(path.num_params(), summary.trainable_params);
     assert!(same_safetensors(
@@ -389,15 +394,7 @@ fn guidance_classes_train_the_class_embedding() {
         "validation.every=0",
     ]))
     .unwrap();
-    let base = Pretrained::open(
-        root()
-            .join("fixtures/gguf/tiny-llama.gguf")
-            .to_str()
-            .unwrap(),
-        &LoadOptions::default(),
-    )
-    .unwrap()
-    .model;
+    let base = tiny_base();
     let path = DiffusionPath::load(
         summary.adapter.unwrap(),
         &base,
@@ -437,15 +434,7 @@ fn non_finite_losses_are_skipped_counted_and_stop_the_run_past_the_limit() {
     use burn::module::{ModuleMapper, Param};
     use burn::tensor::Tensor;
     let dir = tmp("nan");
-    let base = Pretrained::open(
-        root()
-            .join("fixtures/gguf/tiny-llama.gguf")
-            .to_str()
-            .unwrap(),
-        &LoadOptions::default(),
-    )
-    .unwrap()
-    .model;
+    let base = tiny_base();
     let mut c = TrainConfig::from_file(config_file(&dir)).unwrap();
     let fresh = DiffusionPath::init(&c.l2d_config().unwrap(), &base, 0).unwrap();
     struct Nan;
@@ -494,7 +483,7 @@ fn data_inspect_marks_the_scored_tokens() {
         #[command(flatten)]
         args: l2d::cli::DataInspectArgs,
     }
-    let model = root().join("fixtures/gguf/tiny-llama.gguf");
+    let model = root().join(TINY_BASE);
     let data = root().join("fixtures/train/conversations.jsonl");
     let parse = |extra: &[&str]| {
         let mut v = vec![
@@ -542,10 +531,7 @@ fn a_tokenizer_larger_than_the_models_vocabulary_is_refused() {
     }
     let config = config_file(&dir);
     let text = std::fs::read_to_string(&config).unwrap().replace(
-        &root()
-            .join("fixtures/gguf/tiny-llama.gguf")
-            .display()
-            .to_string(),
+        &root().join(TINY_BASE).display().to_string(),
         &model.display().to_string(),
     );
     std::fs::write(&config, text).unwrap();
