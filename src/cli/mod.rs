@@ -117,7 +117,9 @@ pub struct ModelArgs {
     /// Device: `cpu`, or `vulkan` / `wgpu` / `cuda` when built with that feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Weights' dtype: `f32`, `bf16` or `f16`.
+    /// Weights: `f32`, `bf16` or `f16` for every tensor, or `q8_0` / `q4_0` / `q4_1` for
+    /// the frozen projections kept in blocks on the CPU (a GGUF's own blocks where it has
+    /// them; other weights quantized on load).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
 }
@@ -433,7 +435,7 @@ impl ModelArgs {
     pub fn load(&self, base_only: bool) -> Result<Loaded, CliError> {
         let device = crate::eval::run::parse_device(&self.device)
             .map_err(|e| invalid("--device", e.to_string()))?;
-        let dtype = crate::eval::run::parse_dtype(&self.dtype)
+        let format = crate::eval::run::parse_dtype(&self.dtype)
             .map_err(|e| invalid("--dtype", e.to_string()))?;
         let model_path = Path::new(&self.model);
         let looks_like_path = self.model.starts_with('.')
@@ -467,7 +469,7 @@ impl ModelArgs {
             }
             _ => None,
         };
-        let lm = Pretrained::open(&self.model, &LoadOptions::new(device, dtype))?;
+        let lm = Pretrained::open(&self.model, &LoadOptions::with_format(device, format))?;
         let adapter = match adapter_path {
             None => None,
             Some(path) => {

@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 use l2d_models::chat_template::ChatMessage;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
 use l2d_models::generation::{
     BudgetPolicy, DiffusionOptions, Flow, GenerationConfig, Generator, TokenStep,
 };
-use l2d_models::pretrained::{LoadOptions, Pretrained};
+use l2d_models::pretrained::{LoadOptions, Pretrained, WeightFormat};
 use l2d_models::sampling::SamplingConfig;
 
 use super::EvalError;
@@ -62,7 +62,7 @@ pub struct EvalArgs {
     /// Device: `cpu` (`flex`), or `vulkan` / `wgpu` / `cuda` when built with that feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Weights' dtype: `f32`, `bf16` or `f16`.
+    /// Weights: `f32`, `bf16`, `f16`, or `q8_0` / `q4_0` / `q4_1` (projections in blocks).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Where to write the JSON report.
@@ -89,20 +89,14 @@ pub fn parse_device(name: &str) -> Result<Device, EvalError> {
     l2d_core::device_by_name(name).map_err(|e| EvalError::invalid("device", e.to_string()))
 }
 
-/// The dtype named `name` (`f32`, `bf16`, `f16`).
+/// The weight format named `name` ([`WeightFormat`]'s names: `f32`, `bf16`, `f16`, `q8_0`,
+/// `q4_0`, `q4_1`).
 ///
 /// # Errors
 /// [`EvalError::Invalid`] naming the field `dtype`.
-pub fn parse_dtype(name: &str) -> Result<DType, EvalError> {
-    match name {
-        "f32" | "float32" => Ok(DType::F32),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        "f16" | "float16" => Ok(DType::F16),
-        other => Err(EvalError::invalid(
-            "dtype",
-            format!("{other:?}; expected f32, bf16 or f16"),
-        )),
-    }
+pub fn parse_dtype(name: &str) -> Result<WeightFormat, EvalError> {
+    name.parse::<WeightFormat>()
+        .map_err(|e| EvalError::invalid("dtype", e.to_string()))
 }
 
 /// The token prompts of `items`: through the model's chat template (one user message,
@@ -311,7 +305,7 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
         });
     }
     let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
+    let format = parse_dtype(&args.dtype)?;
     let mut items = load_tasks(&args.tasks, args.extract)?;
     if let Some(n) = args.limit {
         items.truncate(n);
@@ -321,7 +315,7 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
         items.len(),
         args.tasks.display()
     ));
-    let model = Pretrained::open(&args.model, &LoadOptions::new(device, dtype))?;
+    let model = Pretrained::open(&args.model, &LoadOptions::with_format(device, format))?;
     let adapter = match &args.adapter {
         None => None,
         Some(path) => Some(

@@ -32,9 +32,11 @@ use crate::generation::{
     generate,
 };
 use crate::gguf::{GgufError, GgufFile, GgufWeights};
+pub use crate::loading::WeightFormat;
 use crate::loading::{LoadError, resolve_model_dir};
 use crate::stops::{StopError, StopSet};
 use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::weights::SafetensorsSource;
 
 /// Errors of loading a [`Pretrained`] bundle and of building its prompts. Each names the
 /// file concerned.
@@ -100,8 +102,9 @@ impl ModelSource {
 pub struct LoadOptions {
     /// Where the weights live.
     pub device: Device,
-    /// F32, F16 or BF16.
-    pub dtype: DType,
+    /// A float dtype (F32, F16, BF16) for every weight, or a block format for the
+    /// projections ([`WeightFormat`]).
+    pub format: WeightFormat,
 }
 
 impl Default for LoadOptions {
@@ -109,15 +112,23 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             device: Device::flex(),
-            dtype: DType::F32,
+            format: WeightFormat::default(),
         }
     }
 }
 
 impl LoadOptions {
-    /// Options with a device and dtype.
+    /// Options with a device and a float dtype.
     pub fn new(device: Device, dtype: DType) -> Self {
-        LoadOptions { device, dtype }
+        LoadOptions {
+            device,
+            format: WeightFormat::Float(dtype),
+        }
+    }
+
+    /// Options with a device and a weight format.
+    pub fn with_format(device: Device, format: WeightFormat) -> Self {
+        LoadOptions { device, format }
     }
 }
 
@@ -197,7 +208,9 @@ impl Pretrained {
         let tokenizer = Tokenizer::from_dir(dir)?;
         let chat_template = optional_template(ChatTemplate::from_model_dir(dir))?;
         let stops = StopSet::from_model_dir(dir, &tokenizer)?;
-        let model = CausalLm::from_dir(dir, &options.device, options.dtype)?;
+        let config = ModelConfig::from_file(dir.join("config.json")).map_err(LoadError::from)?;
+        let weights = SafetensorsSource::open(dir).map_err(LoadError::from)?;
+        let model = CausalLm::load_as(&weights, &config, &options.device, options.format)?;
         Ok(Pretrained {
             model,
             tokenizer,
@@ -207,8 +220,8 @@ impl Pretrained {
         })
     }
 
-    /// Loads a GGUF file: the configuration from its metadata, the weights dequantised to
-    /// `options.dtype`, the tokenizer rebuilt from its vocabulary, its chat template and its
+    /// Loads a GGUF file: the configuration from its metadata, the weights in
+    /// `options.format` (dequantised to a float dtype, or Q8_0/Q4_0/Q4_1 blocks kept), the tokenizer rebuilt from its vocabulary, its chat template and its
     /// EOS / EOT / EOM ids.
     ///
     /// # Errors
@@ -230,7 +243,7 @@ impl Pretrained {
         let chat_template = optional_template(file.chat_template())?;
         let stops = file.stop_set()?;
         let weights = GgufWeights::new(file)?;
-        let model = CausalLm::load(&weights, &config, &options.device, options.dtype)?;
+        let model = CausalLm::load_as(&weights, &config, &options.device, options.format)?;
         Ok(Pretrained {
             model,
             tokenizer,

@@ -288,7 +288,7 @@ fn fresh_init_follows_the_reference() {
     .unwrap();
     let copy = full.layers[1].down_proj.full.as_ref().unwrap();
     let orig = &base.model.layers[1].mlp.down_proj;
-    let d = (copy.weight.val() - orig.weight.val())
+    let d = (copy.weight.val() - orig.weight.as_ref().unwrap().val())
         .abs()
         .max()
         .into_scalar::<f32>();

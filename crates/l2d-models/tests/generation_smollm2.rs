@@ -76,3 +76,44 @@ fn greedy_chat_reply_equals_transformers() {
     assert_eq!(short.sequences[0].tokens, want[..3]);
     assert_eq!(short.sequences[0].stop_reason, StopReason::MaxNewTokens);
 }
+
+/// With `--dtype q8_0` the GGUF's own blocks are kept (Q4_1 projections, the Q8_0 embedding
+/// as the tied head's blocks): the same weights as the f32 expansion, multiplied in another
+/// order. Greedy replies to a set of chat prompts are the same tokens.
+#[test]
+fn greedy_replies_with_kept_blocks_equal_the_f32_expansion() {
+    use l2d_models::pretrained::WeightFormat;
+    let path = smollm2_gguf();
+    let open = |format: WeightFormat| {
+        let options = LoadOptions::with_format(burn::tensor::Device::flex(), format);
+        Pretrained::open(path.to_str().unwrap(), &options).unwrap()
+    };
+    let (f32_lm, q_lm) = (open(WeightFormat::default()), open("q8_0".parse().unwrap()));
+    println!(
+        "SmolLM2 weights: f32 {:.1} MiB, q8_0 (kept Q4_1 + Q8_0 head) {:.1} MiB",
+        f32_lm.model.weight_bytes() as f64 / (1 << 20) as f64,
+        q_lm.model.weight_bytes() as f64 / (1 << 20) as f64
+    );
+    assert!(q_lm.model.weight_bytes() * 2 < f32_lm.model.weight_bytes());
+    for prompt in [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "If I have 3 apples and eat one, how many are left?",
+        "Name three primary colors.",
+    ] {
+        let messages = [ChatMessage::user(prompt)];
+        let reply = |lm: &Pretrained| {
+            lm.chat(&messages, &GenerationConfig::greedy(24), |_| Flow::Continue)
+                .unwrap()
+                .sequences
+                .remove(0)
+        };
+        let (a, b) = (reply(&f32_lm), reply(&q_lm));
+        println!("{prompt:?}: {:?}", b.text);
+        assert_eq!(
+            a.tokens, b.tokens,
+            "{prompt:?}: {:?} vs {:?}",
+            a.text, b.text
+        );
+    }
+}

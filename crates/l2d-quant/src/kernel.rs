@@ -191,7 +191,7 @@ pub(crate) struct Product<'a> {
 }
 
 /// Rows `row0 ..` of the product into `out`, `[rows of the chunk, m]`.
-fn rows(isa: Isa, p: &Product<'_>, row0: usize, out: &mut [f32]) {
+fn rows_of(isa: Isa, p: &Product<'_>, row0: usize, out: &mut [f32]) {
     let blocks = p.cols / BLOCK;
     for (r, out_row) in out.chunks_exact_mut(p.m).enumerate() {
         let start = (row0 + r) * p.row_bytes;
@@ -215,13 +215,21 @@ fn rows(isa: Isa, p: &Product<'_>, row0: usize, out: &mut [f32]) {
     }
 }
 
-/// Rows per parallel task: enough work to amortise a task, enough tasks to balance.
-const CHUNK_ROWS: usize = 32;
+/// Weights below which a product runs on the calling thread (waking workers costs more).
+const SERIAL_WEIGHTS: usize = 1 << 16;
 
-/// The product into `out_t`, `[rows, m]` (row-major), rows split over rayon's threads.
+/// The product into `out_t`, `[rows, m]` (row-major), rows split over rayon's threads in
+/// two tasks per thread (few tasks: a decode step makes hundreds of small products, and each
+/// task costs a wake-up).
 pub(crate) fn product(isa: Isa, p: &Product<'_>, out_t: &mut [f32]) {
+    let rows = out_t.len() / p.m;
+    if rows * p.cols * p.m <= SERIAL_WEIGHTS {
+        return rows_of(isa, p, 0, out_t);
+    }
+    let tasks = 2 * rayon::current_num_threads();
+    let chunk = rows.div_ceil(tasks).max(8);
     out_t
-        .par_chunks_mut(CHUNK_ROWS * p.m)
+        .par_chunks_mut(chunk * p.m)
         .enumerate()
-        .for_each(|(c, chunk)| rows(isa, p, c * CHUNK_ROWS, chunk));
+        .for_each(|(c, part)| rows_of(isa, p, c * chunk, part));
 }

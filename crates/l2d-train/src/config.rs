@@ -100,7 +100,8 @@ fn default_seed() -> u64 {
 pub struct ModelSection {
     /// A Hugging Face model folder, an `org/name` of the local cache, or a GGUF file.
     pub path: String,
-    /// The base weights' dtype: `f32`, `bf16` or `f16` (the diffusion path is always f32).
+    /// The base weights: `f32`, `bf16` or `f16`, or `q8_0` / `q4_0` / `q4_1` for projections
+    /// kept in blocks on the CPU (the diffusion path is always f32).
     #[serde(default = "default_dtype")]
     pub dtype: String,
     /// An existing adapter to continue from (its optimizer state is not restored; use
@@ -431,7 +432,7 @@ impl TrainConfig {
         if self.data.max_seq_len < 2 {
             return Err(TrainError::config("data.max_seq_len", "must be at least 2"));
         }
-        crate::trainer::dtype_from_name(&self.model.dtype)?;
+        crate::trainer::weight_format_from_name(&self.model.dtype)?;
         crate::trainer::device_from_name(&self.train.device)?;
         let t = &self.train;
         if t.micro_batch_size == 0 || t.accumulation_steps == 0 {

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 use l2d_core::HostRng;
 use l2d_models::chat_template::ChatTemplate;
 use l2d_models::decoder::CausalLm;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
-use l2d_models::pretrained::{LoadOptions, Pretrained};
+use l2d_models::pretrained::{LoadOptions, Pretrained, WeightFormat};
 use l2d_models::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -76,20 +76,14 @@ pub fn device_from_name(name: &str) -> Result<Device> {
     l2d_core::device_by_name(name).map_err(|e| TrainError::config("train.device", e.to_string()))
 }
 
-/// The dtype named by `model.dtype`: `f32`, `bf16` or `f16`.
+/// The weight format named by `model.dtype` ([`WeightFormat`]: `f32`, `bf16`, `f16`, or a
+/// quantized base in `q8_0`, `q4_0`, `q4_1`).
 ///
 /// # Errors
 /// [`TrainError::Config`] for any other name.
-pub fn dtype_from_name(name: &str) -> Result<DType> {
-    match name {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        other => Err(TrainError::config(
-            "model.dtype",
-            format!("unknown dtype {other:?}; use f32, bf16 or f16"),
-        )),
-    }
+pub fn weight_format_from_name(name: &str) -> Result<WeightFormat> {
+    name.parse::<WeightFormat>()
+        .map_err(|e| TrainError::config("model.dtype", e.to_string()))
 }
 
 /// Loads the base model, tokenizer and chat template of a configuration.
@@ -99,7 +93,10 @@ pub fn dtype_from_name(name: &str) -> Result<DType> {
 /// template and no `data.template_file`.
 pub fn load_model(config: &TrainConfig, device: &Device) -> Result<LoadedModel> {
     let path = PathBuf::from(&config.model.path);
-    let options = LoadOptions::new(device.clone(), dtype_from_name(&config.model.dtype)?);
+    let options = LoadOptions::with_format(
+        device.clone(),
+        weight_format_from_name(&config.model.dtype)?,
+    );
     let pretrained =
         Pretrained::open(&config.model.path, &options).map_err(|e| TrainError::Model {
             path: path.clone(),

@@ -2,27 +2,27 @@
 //! eager implementation) and the causal / sliding-window / padding masks.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, DType, Device, Int, Tensor};
 
+use super::linear::FrozenLinear;
 use super::rope::RopeCosSin;
 
 /// The attention projections of one decoder layer (`self_attn` in Hugging Face).
 ///
-/// Weights are burn [`Linear`]s, `[d_in, d_out]` (the transpose of the checkpoint's
-/// `[out, in]`). Biases: q/k/v for Qwen2 or Llama `attention_bias`; o only for Llama
+/// Weights are [`FrozenLinear`]s: float `[d_in, d_out]` (the transpose of the checkpoint's
+/// `[out, in]`), or quantized blocks. Biases: q/k/v for Qwen2 or Llama `attention_bias`; o only for Llama
 /// `attention_bias`.
 #[derive(Module, Debug)]
 pub struct Attention {
     /// `hidden -> heads * head_dim`.
-    pub q_proj: Linear,
+    pub q_proj: FrozenLinear,
     /// `hidden -> kv_heads * head_dim`.
-    pub k_proj: Linear,
+    pub k_proj: FrozenLinear,
     /// `hidden -> kv_heads * head_dim`.
-    pub v_proj: Linear,
+    pub v_proj: FrozenLinear,
     /// `heads * head_dim -> hidden`.
-    pub o_proj: Linear,
+    pub o_proj: FrozenLinear,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.

@@ -1,19 +1,20 @@
 //! The SwiGLU feed-forward block (`LlamaMLP`).
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
+
+use super::linear::FrozenLinear;
 
 /// `down_proj(silu(gate_proj(x)) * up_proj(x))`; biases only with Llama `mlp_bias`.
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// `hidden -> intermediate`.
-    pub gate_proj: Linear,
+    pub gate_proj: FrozenLinear,
     /// `hidden -> intermediate`.
-    pub up_proj: Linear,
+    pub up_proj: FrozenLinear,
     /// `intermediate -> hidden`.
-    pub down_proj: Linear,
+    pub down_proj: FrozenLinear,
 }
 
 impl Mlp {

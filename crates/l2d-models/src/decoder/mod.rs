@@ -18,6 +18,7 @@
 pub mod attention;
 pub mod cache;
 pub mod layer;
+pub mod linear;
 pub mod mlp;
 pub mod norm;
 pub mod rope;
@@ -29,6 +30,7 @@ use burn::tensor::{Bool, DType, Device, Distribution, Int, Tensor};
 pub use attention::{Attention, attention, causal_mask, merge_heads, split_heads};
 pub use cache::{KvCache, LayerKv};
 pub use layer::DecoderLayer;
+pub use linear::{FUSED_MAX_ROWS, FrozenLinear};
 pub use mlp::Mlp;
 pub use norm::RmsNorm;
 pub use rope::{RopeCosSin, RotaryEmbedding, rotate_half};
@@ -77,7 +79,10 @@ pub struct CausalLm {
     /// The decoder stack.
     pub model: DecoderModel,
     /// The output projection `hidden -> vocab`; `None` when tied to `model.embed_tokens`.
-    pub lm_head: Option<Linear>,
+    pub lm_head: Option<FrozenLinear>,
+    /// Blocks of the embedding matrix the tied head multiplies, when quantized.
+    #[module(skip)]
+    tied_head_blocks: Option<std::sync::Arc<l2d_quant::QuantMatrix>>,
     #[module(skip)]
     config: ModelConfig,
     #[module(skip)]
@@ -148,14 +153,35 @@ pub(crate) fn linear(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
 
 impl CausalLm {
     /// Assembles a model from its parts (used by the loaders).
-    pub fn from_parts(model: DecoderModel, lm_head: Option<Linear>, config: ModelConfig) -> Self {
+    pub fn from_parts(
+        model: DecoderModel,
+        lm_head: Option<FrozenLinear>,
+        config: ModelConfig,
+    ) -> Self {
         let rope = RotaryEmbedding::new(&config);
         Self {
             model,
             lm_head,
+            tied_head_blocks: None,
             config,
             rope,
         }
+    }
+
+    /// Makes a tied head multiply `blocks` (`[vocab, hidden]`, the embedding matrix
+    /// quantized) instead of the float embedding; the embedding itself is unchanged.
+    ///
+    /// # Panics
+    /// If the head is not tied, or the blocks' shape is not the embedding's.
+    pub fn set_tied_head_blocks(&mut self, blocks: l2d_quant::QuantMatrix) {
+        assert!(self.lm_head.is_none(), "the head is not tied");
+        let [v, h] = self.model.embed_tokens.weight.dims();
+        assert_eq!(
+            [blocks.rows(), blocks.cols()],
+            [v, h],
+            "tied head blocks' shape"
+        );
+        self.tied_head_blocks = Some(std::sync::Arc::new(blocks));
     }
 
     /// A model with random weights (normal, std 0.02; norms 1; biases 0.02-normal) of the
@@ -186,18 +212,18 @@ impl CausalLm {
         let layers = (0..config.num_hidden_layers)
             .map(|l| DecoderLayer {
                 self_attn: Attention {
-                    q_proj: linear(n([h, q_out]), b(q_out, config.qkv_bias())),
-                    k_proj: linear(n([h, kv_out]), b(kv_out, config.qkv_bias())),
-                    v_proj: linear(n([h, kv_out]), b(kv_out, config.qkv_bias())),
-                    o_proj: linear(n([q_out, h]), b(h, config.o_bias())),
+                    q_proj: FrozenLinear::new(n([h, q_out]), b(q_out, config.qkv_bias())),
+                    k_proj: FrozenLinear::new(n([h, kv_out]), b(kv_out, config.qkv_bias())),
+                    v_proj: FrozenLinear::new(n([h, kv_out]), b(kv_out, config.qkv_bias())),
+                    o_proj: FrozenLinear::new(n([q_out, h]), b(h, config.o_bias())),
                     num_heads: config.num_attention_heads,
                     num_kv_heads: config.num_key_value_heads,
                     head_dim: hd,
                 },
                 mlp: Mlp {
-                    gate_proj: linear(n([h, i]), b(i, config.mlp_bias)),
-                    up_proj: linear(n([h, i]), b(i, config.mlp_bias)),
-                    down_proj: linear(n([i, h]), b(h, config.mlp_bias)),
+                    gate_proj: FrozenLinear::new(n([h, i]), b(i, config.mlp_bias)),
+                    up_proj: FrozenLinear::new(n([h, i]), b(i, config.mlp_bias)),
+                    down_proj: FrozenLinear::new(n([i, h]), b(h, config.mlp_bias)),
                 },
                 input_layernorm: ones(h),
                 post_attention_layernorm: ones(h),
@@ -211,8 +237,8 @@ impl CausalLm {
             layers,
             norm: ones(h),
         };
-        let lm_head =
-            (!config.tie_word_embeddings).then(|| linear(n([h, config.vocab_size]), None));
+        let lm_head = (!config.tie_word_embeddings)
+            .then(|| FrozenLinear::new(n([h, config.vocab_size]), None));
         Self::from_parts(model, lm_head, config.clone())
     }
 
@@ -264,7 +290,33 @@ impl CausalLm {
 
     /// Bytes held by the weights (a tied head counted once).
     pub fn weight_bytes(&self) -> usize {
-        self.num_params() * self.dtype().size()
+        // Float parameters (quantized projections have none but their biases) plus every
+        // quantized matrix's blocks.
+        let quantized: usize = self
+            .frozen_linears()
+            .filter_map(|l| l.quantized.as_ref().map(|q| q.size_bytes()))
+            .chain(self.tied_head_blocks.as_ref().map(|q| q.size_bytes()))
+            .sum();
+        self.num_params() * self.dtype().size() + quantized
+    }
+
+    /// Every frozen projection: each layer's q/k/v/o and gate/up/down, then an untied head.
+    pub fn frozen_linears(&self) -> impl Iterator<Item = &FrozenLinear> {
+        self.model
+            .layers
+            .iter()
+            .flat_map(|l| {
+                [
+                    &l.self_attn.q_proj,
+                    &l.self_attn.k_proj,
+                    &l.self_attn.v_proj,
+                    &l.self_attn.o_proj,
+                    &l.mlp.gate_proj,
+                    &l.mlp.up_proj,
+                    &l.mlp.down_proj,
+                ]
+            })
+            .chain(self.lm_head.as_ref())
     }
 
     /// Next-token logits. With a cache, `input_ids` are the new tokens after the cached ones
@@ -413,6 +465,10 @@ impl CausalLm {
     pub fn lm_head_forward(&self, normed: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(normed),
+            None if self.tied_head_blocks.is_some() => {
+                let blocks = self.tied_head_blocks.as_ref().expect("checked");
+                linear::quantized_product(blocks, normed)
+            }
             None => {
                 let [b, s, h] = normed.dims();
                 let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
@@ -449,8 +505,13 @@ mod tests {
         let logits = model.forward_with(ids, None, &opts);
         let grads = logits.powf_scalar(2.0).sum().backward();
         for w in [
-            &model.model.layers[0].self_attn.q_proj.weight,
-            &model.model.layers[1].mlp.down_proj.weight,
+            model.model.layers[0]
+                .self_attn
+                .q_proj
+                .weight
+                .as_ref()
+                .unwrap(),
+            model.model.layers[1].mlp.down_proj.weight.as_ref().unwrap(),
             &model.model.embed_tokens.weight,
         ] {
             let g = w.val().grad(&grads).expect("a gradient");

@@ -370,7 +370,7 @@ impl DiffusionPath {
             let mut proj = |name: &str,
                             d_in: usize,
                             d_out: usize,
-                            frozen: Option<&burn::nn::Linear>|
+                            frozen: Option<&crate::decoder::FrozenLinear>|
              -> Result<FlowProjection, DiffusionError> {
                 let key = format!("{p}.{name}");
                 if !config.separate_flow_params {

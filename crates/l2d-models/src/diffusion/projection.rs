@@ -7,6 +7,7 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 
 use super::mlp::linear_in_dtype;
+use crate::decoder::FrozenLinear;
 
 /// A low-rank delta `(x A B)·scale`.
 #[derive(Module, Debug)]
@@ -80,11 +81,11 @@ impl FlowProjection {
     ///
     /// # Shapes
     /// - `x`: `[batch, n, d_in]`; output: `[batch, n, d_out]`
-    pub fn forward(&self, base: &Linear, x: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, base: &FrozenLinear, x: Tensor<3>) -> Tensor<3> {
         if let Some(full) = &self.full {
             return linear_in_dtype(full, x);
         }
-        let y = linear_in_dtype(base, x.clone());
+        let y = base.forward(x.clone());
         match &self.lora {
             Some(delta) => y + delta.forward(x),
             None => y,

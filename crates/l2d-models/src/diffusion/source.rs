@@ -13,6 +13,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use l2d_core::HostRng;
 
 use super::error::DiffusionError;
+use crate::decoder::FrozenLinear;
 use crate::weights::WeightSource;
 
 /// How a freshly initialised linear layer is drawn (the reference's `init_flow_weights`).
@@ -57,7 +58,11 @@ pub(crate) trait ParamSource {
     ) -> Result<Tensor<2>, DiffusionError>;
 
     /// A full trainable copy `key` of a base projection (initialised from `base`).
-    fn full_copy(&mut self, key: &str, base: Option<&Linear>) -> Result<Linear, DiffusionError>;
+    fn full_copy(
+        &mut self,
+        key: &str,
+        base: Option<&FrozenLinear>,
+    ) -> Result<Linear, DiffusionError>;
 }
 
 pub(crate) fn make_linear(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Linear {
@@ -133,9 +138,13 @@ impl ParamSource for InitSource {
         })
     }
 
-    fn full_copy(&mut self, _key: &str, base: Option<&Linear>) -> Result<Linear, DiffusionError> {
+    fn full_copy(
+        &mut self,
+        _key: &str,
+        base: Option<&FrozenLinear>,
+    ) -> Result<Linear, DiffusionError> {
         let base = base.ok_or(DiffusionError::FullCopyNeedsBase)?;
-        let weight = base.weight.val().cast(self.dtype);
+        let weight = base.weight_tensor(&self.device, self.dtype);
         let bias = base.bias.as_ref().map(|b| b.val().cast(self.dtype));
         // A copy, not a shared handle: the copy is trained, the base stays frozen.
         let weight = Tensor::from_data(weight.into_data(), (&self.device, self.dtype));
@@ -220,9 +229,13 @@ impl<S: WeightSource + ?Sized> ParamSource for FileSource<'_, S> {
         Ok(Tensor::from_data(data, (&self.device, self.dtype)))
     }
 
-    fn full_copy(&mut self, key: &str, base: Option<&Linear>) -> Result<Linear, DiffusionError> {
+    fn full_copy(
+        &mut self,
+        key: &str,
+        base: Option<&FrozenLinear>,
+    ) -> Result<Linear, DiffusionError> {
         let base = base.ok_or(DiffusionError::FullCopyNeedsBase)?;
-        let [d_in, d_out] = base.weight.val().dims();
+        let (d_in, d_out) = (base.d_in(), base.d_out());
         self.read_linear(key, d_in, d_out, base.bias.is_some())
     }
 }

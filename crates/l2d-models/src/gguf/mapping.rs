@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use burn::tensor::TensorData;
+use l2d_quant::{BlockFormat, QuantMatrix};
 use serde_json::{Value, json};
 
 use super::{GgufError, GgufFile};
@@ -383,6 +384,37 @@ impl WeightSource for GgufWeights {
         let row_bytes = data.as_bytes().len() / rows;
         let bytes = unpermute_rows(data.as_bytes(), rows, row_bytes, heads);
         Ok(TensorData::from_bytes_vec(bytes, shape, dtype))
+    }
+
+    fn quantized(&self, name: &str) -> Result<Option<QuantMatrix>, WeightError> {
+        let entry = self.entry(name)?;
+        let info = self
+            .file
+            .tensor_info(&entry.gguf_name)
+            .ok_or_else(|| WeightError::Missing {
+                name: name.to_string(),
+                location: self.location(name),
+            })?;
+        let shape = info.shape();
+        let Some(format) = BlockFormat::from_ggml_id(info.ggml_type.id()) else {
+            return Ok(None);
+        };
+        if shape.len() != 2 {
+            return Ok(None);
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        let bytes = self.file.tensor_bytes(&entry.gguf_name)?;
+        let bytes = match entry.unpermute_heads {
+            // Whole rows move, so blocks are permuted like values.
+            Some(heads) => unpermute_rows(bytes, rows, bytes.len() / rows.max(1), heads),
+            None => bytes.to_vec(),
+        };
+        QuantMatrix::from_bytes(format, rows, cols, bytes)
+            .map(Some)
+            .map_err(|e| WeightError::File {
+                path: self.file.path().to_path_buf(),
+                reason: format!("GGUF tensor `{}`: {e}", entry.gguf_name),
+            })
     }
 
     fn location(&self, name: &str) -> String {

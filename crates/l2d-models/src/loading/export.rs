@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::module::Param;
-use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
 
 use super::transpose_2d;
-use crate::decoder::{CausalLm, RmsNorm};
+use crate::decoder::{CausalLm, FrozenLinear, RmsNorm};
 use crate::weights::{WeightError, serialize_f32, write_atomically};
 
 impl CausalLm {
@@ -45,10 +44,12 @@ impl CausalLm {
     pub fn hf_tensors(&self) -> Vec<(String, TensorData)> {
         let mut out = Vec::new();
         let data = |p: &Param<Tensor<1>>| p.val().into_data();
-        let linear = |out: &mut Vec<(String, TensorData)>, prefix: String, l: &Linear| {
+        let (device, dtype) = (self.device(), self.dtype());
+        let linear = |out: &mut Vec<(String, TensorData)>, prefix: String, l: &FrozenLinear| {
+            // Quantized weights are written dequantized, in the model's dtype.
             out.push((
                 format!("{prefix}.weight"),
-                transpose_2d(l.weight.val().into_data()),
+                transpose_2d(l.weight_tensor(&device, dtype).into_data()),
             ));
             if let Some(b) = &l.bias {
                 out.push((format!("{prefix}.bias"), data(b)));

@@ -12,6 +12,7 @@
 
 mod export;
 pub mod hub;
+mod weight_format;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,10 +22,11 @@ use burn::nn::Embedding;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::config::{ConfigError, ModelConfig};
-use crate::decoder::{Attention, CausalLm, DecoderLayer, DecoderModel, Mlp, RmsNorm, linear};
+use crate::decoder::{Attention, CausalLm, DecoderLayer, DecoderModel, FrozenLinear, Mlp, RmsNorm};
 use crate::weights::{SafetensorsSource, WeightError, WeightSource};
 
 pub use hub::{ResolveError, default_cache_roots, resolve_model_dir, resolve_model_dir_in};
+pub use weight_format::{UnknownWeightFormat, WeightFormat};
 
 /// Errors raised while loading a model. Each names the tensor and/or file.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,17 @@ pub enum LoadError {
         names: Vec<String>,
         /// The file of the first one.
         location: String,
+    },
+    /// A projection could not be held in the requested block format (its input width is
+    /// not a multiple of 32, or a value or scale is not finite).
+    #[error("cannot quantize `{name}` from {location}: {source}")]
+    Quantize {
+        /// Hugging Face name.
+        name: String,
+        /// Its file.
+        location: String,
+        /// Why.
+        source: l2d_quant::QuantError,
     },
     /// The requested dtype is not a float type the model can run in.
     #[error("cannot load weights as {0:?}: use F32, F16 or BF16")]
@@ -337,6 +350,8 @@ struct Reader<'a, S: WeightSource + ?Sized> {
     source: &'a S,
     device: &'a Device,
     dtype: DType,
+    /// Projections in blocks of this format (or their own blocks).
+    quantize: Option<l2d_quant::BlockFormat>,
 }
 
 impl<S: WeightSource + ?Sized> Reader<'_, S> {
@@ -381,14 +396,47 @@ impl<S: WeightSource + ?Sized> Reader<'_, S> {
         )
     }
 
-    fn linear(&self, prefix: &str, bias: bool) -> Result<burn::nn::Linear, LoadError> {
-        let w = self.linear_weight(&format!("{prefix}.weight"))?;
+    /// `name` (`[out, in]` in the checkpoint) as blocks: the source's own if it stores
+    /// blocks, else its values quantized to `format`.
+    fn blocks(
+        &self,
+        name: &str,
+        format: l2d_quant::BlockFormat,
+    ) -> Result<l2d_quant::QuantMatrix, LoadError> {
+        if let Some(q) = self.source.quantized(name)? {
+            return Ok(q);
+        }
+        let data = self.source.tensor_data(name)?;
+        let (rows, cols) = (data.shape()[0], data.shape()[1]);
+        let values = data
+            .try_cast(DType::F32)
+            .ok()
+            .and_then(|d| d.try_to_vec::<f32>().ok())
+            .ok_or_else(|| {
+                LoadError::Weight(WeightError::File {
+                    path: self.source.location(name).into(),
+                    reason: format!("cannot convert `{name}` to f32"),
+                })
+            })?;
+        let quantize_error = |source| LoadError::Quantize {
+            name: name.into(),
+            location: self.source.location(name),
+            source,
+        };
+        l2d_quant::QuantMatrix::quantize(format, &values, rows, cols).map_err(quantize_error)
+    }
+
+    fn linear(&self, prefix: &str, bias: bool) -> Result<FrozenLinear, LoadError> {
+        let name = format!("{prefix}.weight");
         let b = if bias {
             Some(self.vector(&format!("{prefix}.bias"))?)
         } else {
             None
         };
-        Ok(linear(w, b))
+        if let Some(format) = self.quantize {
+            return Ok(FrozenLinear::from_quantized(self.blocks(&name, format)?, b));
+        }
+        Ok(FrozenLinear::new(self.linear_weight(&name)?, b))
     }
 }
 
@@ -404,6 +452,19 @@ impl CausalLm {
         device: &Device,
         dtype: DType,
     ) -> Result<Self, LoadError> {
+        Self::load_as(source, config, device, WeightFormat::Float(dtype))
+    }
+
+    /// [`CausalLm::load`] in any [`WeightFormat`]: with a block format, every projection
+    /// (and the head, tied or not) is held in blocks on the CPU, the source's own blocks
+    /// where it stores them; the rest is f32.
+    pub fn load_as<S: WeightSource + ?Sized>(
+        source: &S,
+        config: &ModelConfig,
+        device: &Device,
+        format: WeightFormat,
+    ) -> Result<Self, LoadError> {
+        let dtype = format.dtype();
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return Err(LoadError::UnsupportedDType(dtype));
         }
@@ -412,6 +473,7 @@ impl CausalLm {
             source,
             device,
             dtype,
+            quantize: format.block_format(),
         };
         let eps = config.rms_norm_eps;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -455,7 +517,13 @@ impl CausalLm {
         } else {
             Some(r.linear("lm_head", false)?)
         };
-        Ok(CausalLm::from_parts(model, lm_head, config.clone()))
+        let mut lm = CausalLm::from_parts(model, lm_head, config.clone());
+        if let (Some(format), true) = (r.quantize, config.tie_word_embeddings) {
+            // The embedding stays f32 (rows are looked up, and the diffusion path maps the
+            // whole matrix); the tied head multiplies blocks of it.
+            lm.set_tied_head_blocks(r.blocks("model.embed_tokens.weight", format)?);
+        }
+        Ok(lm)
     }
 
     /// Loads a Hugging Face model folder: `name_or_path` is a folder, or an `org/name` found in

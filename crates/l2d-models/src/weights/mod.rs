@@ -114,6 +114,15 @@ pub trait WeightSource {
     /// or f32 where the source had to dequantise.
     fn tensor_data(&self, name: &str) -> Result<TensorData, WeightError>;
 
+    /// A 2-D tensor's blocks (`[rows, cols]` as [`shape`](Self::shape) gives, in the
+    /// model's layout) when the source stores it in a block format the crate multiplies
+    /// without expanding (GGUF `Q8_0`, `Q4_0`, `Q4_1`); `None` for float tensors. The
+    /// default: none.
+    fn quantized(&self, name: &str) -> Result<Option<l2d_quant::QuantMatrix>, WeightError> {
+        let _ = name;
+        Ok(None)
+    }
+
     /// Where a tensor lives (its file), for error messages.
     fn location(&self, name: &str) -> String;
 }
