@@ -16,7 +16,8 @@
 //! `cargo bench -p l2d-models --bench diffusion_decode` first prints, per size, the medians
 //! measured in one run and the ratios diffusion step / base step (goal ≤ 1.05) and token at
 //! 15 NFE / base step (goal ≤ 17, lower thanks to the fused first evaluation), then divan's
-//! table. `L2D_BENCH_SIZES=smollm2-135m` restricts the sizes.
+//! table. `L2D_BENCH_SIZES=smollm2-135m` restricts the sizes; `L2D_BENCH_FORMAT=q4_1` (or
+//! `q8_0`, `q4_0`) holds the frozen projections and head in blocks.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use l2d_models::decoder::{CausalLm, ForwardOptions, KvCache};
 use l2d_models::diffusion::{DiffusionPath, FlowContext, FlowVelocityField, TimeConditioningCache};
 use l2d_models::generation::{DiffusionOptions, DiffusionStep, Generator, TokenStep};
 use l2d_models::l2d_config::L2dConfig;
+use l2d_models::loading::WeightFormat;
 
 const CONTEXT: usize = 256;
 const SIZES: [&str; 2] = ["smollm2-135m", "llama-3.2-1b"];
@@ -55,7 +57,7 @@ fn setup(size: &'static str) -> Rc<Setup> {
             .entry(size)
             .or_insert_with(|| {
                 let device = Device::flex();
-                let model = CausalLm::random(&model_config(size), &device, DType::F32, 0);
+                let model = CausalLm::random_as(&model_config(size), &device, format(), 0);
                 let path = DiffusionPath::init(&L2dConfig::default(), &model, 0).unwrap();
                 let prompt =
                     Tensor::<1, Int>::arange(0..CONTEXT as i64, &device).reshape([1, CONTEXT]);
@@ -70,6 +72,14 @@ fn setup(size: &'static str) -> Rc<Setup> {
             })
             .clone()
     })
+}
+
+/// The frozen weights' format: `L2D_BENCH_FORMAT` (`f32` by default, or `q8_0`, `q4_0`,
+/// `q4_1`: projections and head in blocks).
+fn format() -> WeightFormat {
+    std::env::var("L2D_BENCH_FORMAT")
+        .map(|f| f.parse().expect("L2D_BENCH_FORMAT: a weight format"))
+        .unwrap_or_default()
 }
 
 fn next_token(device: &Device) -> Tensor<2, Int> {
@@ -181,9 +191,10 @@ fn summary() {
             token(&mut step, &s);
         });
         println!(
-            "{size}, f32, flex, context {CONTEXT}: base step {:.1} ms, diffusion step {:.1} ms \
+            "{size}, {}, flex, context {CONTEXT}: base step {:.1} ms, diffusion step {:.1} ms \
              ({:.1} ms uncached), token at 15 NFE {:.0} ms | diffusion/base {:.3} \
              (uncached {:.3}), token/base {:.2}",
+            format(),
             base * 1e3,
             diff * 1e3,
             uncached * 1e3,

@@ -260,3 +260,87 @@ fn quantize_on_load_refuses_widths_that_are_not_whole_blocks() {
     // The same folder loads in f32.
     CausalLm::load_as(&source, &config, &device, WeightFormat::default()).unwrap();
 }
+
+#[test]
+fn quantizing_a_tied_model_in_memory_matches_its_float_twin() {
+    let config = ModelConfig::from_json_str(
+        r#"{"model_type": "qwen2", "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 50, "tie_word_embeddings": true}"#,
+    )
+    .unwrap();
+    let device = Device::flex();
+    let float = CausalLm::random(&config, &device, DType::F32, 3);
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1] {
+        let model = float.clone().quantize(format).unwrap();
+        assert!(model.lm_head.is_none(), "the head stays tied");
+        assert!(model.weight_bytes() < float.weight_bytes());
+        // The twin: float projections of the blocks, and the tied head made an untied one
+        // holding the dequantized embedding blocks.
+        let mut twin = float_twin(&model);
+        let blocks_head =
+            FrozenLinear::new(float.model.embed_tokens.weight.val().transpose(), None)
+                .quantize(format)
+                .unwrap();
+        twin.lm_head = Some(FrozenLinear::new(
+            blocks_head.weight_tensor(&device, DType::F32),
+            None,
+        ));
+        let ids = Tensor::<2, Int>::from_ints([[1, 7, 3, 9]], &device);
+        let (mut cq, mut ct) = (KvCache::new(), KvCache::new());
+        for p in 0..4 {
+            let step = ids.clone().narrow(1, p, 1);
+            let q = model.forward(step.clone(), Some(&mut cq));
+            let t = twin.forward(step, Some(&mut ct));
+            let scale = max_abs(t.clone());
+            assert!(
+                max_abs_diff(q, t) <= 1e-5 * scale.max(1.0),
+                "{format} position {p}"
+            );
+        }
+    }
+    // Widths that are not whole blocks are refused.
+    let narrow = ModelConfig::from_json_str(
+        r#"{"model_type": "llama", "hidden_size": 48, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 40}"#,
+    )
+    .unwrap();
+    let err = CausalLm::random(&narrow, &device, DType::F32, 0)
+        .quantize(BlockFormat::Q8_0)
+        .unwrap_err();
+    assert!(err.to_string().contains("divisible by 32"), "{err}");
+}
+
+#[test]
+fn random_blocks_build_a_model_without_float_projections() {
+    let config = ModelConfig::from_json_str(
+        r#"{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 96}"#,
+    )
+    .unwrap();
+    let device = Device::flex();
+    for format in [BlockFormat::Q8_0, BlockFormat::Q4_1] {
+        let model = CausalLm::random_as(&config, &device, WeightFormat::Quantized(format), 1);
+        assert!(
+            model
+                .frozen_linears()
+                .all(|l| l.block_format() == Some(format))
+        );
+        // Weights spread like the float draw (std 0.02).
+        let w = model.model.layers[0]
+            .mlp
+            .up_proj
+            .weight_tensor(&device, DType::F32);
+        let std = w
+            .clone()
+            .powf_scalar(2.0)
+            .mean()
+            .sqrt()
+            .into_scalar::<f32>();
+        assert!((0.015..0.025).contains(&std), "{format}: std {std}");
+        let logits = model.forward(Tensor::<2, Int>::from_ints([[1, 2, 3]], &device), None);
+        assert!(logits.is_finite().all().into_scalar::<bool>());
+    }
+}

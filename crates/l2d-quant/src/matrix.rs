@@ -132,6 +132,36 @@ impl QuantMatrix {
         })
     }
 
+    /// A matrix of random blocks (for benchmarks and tests of memory and speed at sizes
+    /// whose f32 weights would not fit): every block's scale is `scale` (its minimum
+    /// `-8·scale` for `Q4_1`), its quants uniform, drawn from `seed`. Never holds an f32
+    /// copy.
+    ///
+    /// # Panics
+    /// If `cols` is not a multiple of 32 or `scale` is not a finite half.
+    pub fn random(format: BlockFormat, rows: usize, cols: usize, seed: u64, scale: f32) -> Self {
+        assert!(cols.is_multiple_of(BLOCK), "cols {cols}");
+        let d = crate::format::f32_to_f16_bits(scale).to_le_bytes();
+        let m = crate::format::f32_to_f16_bits(-8.0 * scale).to_le_bytes();
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let (bb, hb) = (format.block_bytes(), format.header_bytes());
+        let mut data = vec![0u8; rows * (cols / BLOCK) * bb];
+        for blk in data.chunks_exact_mut(bb) {
+            blk[..2].copy_from_slice(&d);
+            if hb == 4 {
+                blk[2..4].copy_from_slice(&m);
+            }
+            for chunk in blk[hb..].chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let bytes = state.to_le_bytes();
+                chunk.copy_from_slice(&bytes[..chunk.len()]);
+            }
+        }
+        Self::from_bytes(format, rows, cols, data).expect("finite scales")
+    }
+
     /// The block format.
     pub fn format(&self) -> BlockFormat {
         self.format

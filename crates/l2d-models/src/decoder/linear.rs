@@ -43,6 +43,15 @@ impl FrozenLinear {
         }
     }
 
+    /// A projection without weights (a placeholder while one is replaced).
+    pub(crate) fn empty() -> Self {
+        FrozenLinear {
+            weight: None,
+            bias: None,
+            quantized: None,
+        }
+    }
+
     /// A quantized projection; the bias stays a float tensor.
     pub fn from_quantized(matrix: QuantMatrix, bias: Option<Tensor<1>>) -> Self {
         FrozenLinear {

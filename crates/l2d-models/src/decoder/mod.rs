@@ -36,6 +36,8 @@ pub use norm::RmsNorm;
 pub use rope::{RopeCosSin, RotaryEmbedding, rotate_half};
 
 use crate::config::ModelConfig;
+use crate::loading::WeightFormat;
+use l2d_quant::{BlockFormat, QuantMatrix};
 
 /// The decoder stack (`model` in Hugging Face checkpoints).
 #[derive(Module, Debug)]
@@ -168,6 +170,26 @@ impl CausalLm {
         }
     }
 
+    /// The blocks a tied head multiplies, when the model is quantized.
+    pub fn tied_head_blocks(&self) -> Option<&QuantMatrix> {
+        self.tied_head_blocks.as_deref()
+    }
+
+    /// Bytes a decode step reads from the weights: every projection, the head (the
+    /// embedding matrix when tied and float), the norms; of the embedding only one row.
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let size = self.dtype().size();
+        let projections: usize = self.frozen_linears().map(FrozenLinear::weight_bytes).sum();
+        let [vocab, hidden] = self.model.embed_tokens.weight.dims();
+        let tied_head = match (&self.lm_head, &self.tied_head_blocks) {
+            (Some(_), _) => 0, // counted with the projections
+            (None, Some(blocks)) => blocks.size_bytes(),
+            (None, None) => vocab * hidden * size,
+        };
+        let norms = (2 * self.model.layers.len() + 1) * hidden * size;
+        projections + tied_head + norms + hidden * size
+    }
+
     /// Makes a tied head multiply `blocks` (`[vocab, hidden]`, the embedding matrix
     /// quantized) instead of the float embedding; the embedding itself is unchanged.
     ///
@@ -189,14 +211,44 @@ impl CausalLm {
     /// for the whole draw: models built at once in several threads each get the weights of
     /// their own seed (other draws from that generator outside this function are not held).
     pub fn random(config: &ModelConfig, device: &Device, dtype: DType, seed: u64) -> Self {
+        Self::random_as(config, device, WeightFormat::Float(dtype), seed)
+    }
+
+    /// [`CausalLm::random`] in any [`WeightFormat`]. With a block format the projections
+    /// (and the head, tied or not) are random blocks of about the same spread, drawn without
+    /// ever holding f32 projections, so models too large for memory in f32 can be built
+    /// (the embedding, norms and biases are f32).
+    pub fn random_as(
+        config: &ModelConfig,
+        device: &Device,
+        format: WeightFormat,
+        seed: u64,
+    ) -> Self {
         static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _held = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(seed);
+        let dtype = format.dtype();
         let n = |shape: [usize; 2]| {
             Tensor::<2>::random(shape, Distribution::Normal(0.0, 0.02), (device, dtype))
         };
         let b = |len: usize, on: bool| {
             on.then(|| Tensor::<1>::random([len], Distribution::Normal(0.0, 0.02), (device, dtype)))
+        };
+        let drawn = std::cell::Cell::new(0u64);
+        let blocks = |rows: usize, cols: usize| {
+            let f = format.block_format().expect("a block format");
+            // Quants spread like the float draw: std of q (Q8_0: uniform i8, ~74; the
+            // 4-bit formats: uniform on 16 levels, ~4.6) times the scale = 0.02.
+            let spread = if f == BlockFormat::Q8_0 { 73.9 } else { 4.61 };
+            drawn.set(drawn.get() + 1);
+            QuantMatrix::random(f, rows, cols, seed ^ (drawn.get() << 32), 0.02 / spread)
+        };
+        // `[d_in, d_out]`, with a bias of `d_out` when `on` (drawn after the weights).
+        let proj = |shape: [usize; 2], on: bool| match format {
+            WeightFormat::Float(_) => FrozenLinear::new(n(shape), b(shape[1], on)),
+            WeightFormat::Quantized(_) => {
+                FrozenLinear::from_quantized(blocks(shape[1], shape[0]), b(shape[1], on))
+            }
         };
         let ones =
             |len: usize| RmsNorm::new(Tensor::ones([len], (device, dtype)), config.rms_norm_eps);
@@ -212,18 +264,18 @@ impl CausalLm {
         let layers = (0..config.num_hidden_layers)
             .map(|l| DecoderLayer {
                 self_attn: Attention {
-                    q_proj: FrozenLinear::new(n([h, q_out]), b(q_out, config.qkv_bias())),
-                    k_proj: FrozenLinear::new(n([h, kv_out]), b(kv_out, config.qkv_bias())),
-                    v_proj: FrozenLinear::new(n([h, kv_out]), b(kv_out, config.qkv_bias())),
-                    o_proj: FrozenLinear::new(n([q_out, h]), b(h, config.o_bias())),
+                    q_proj: proj([h, q_out], config.qkv_bias()),
+                    k_proj: proj([h, kv_out], config.qkv_bias()),
+                    v_proj: proj([h, kv_out], config.qkv_bias()),
+                    o_proj: proj([q_out, h], config.o_bias()),
                     num_heads: config.num_attention_heads,
                     num_kv_heads: config.num_key_value_heads,
                     head_dim: hd,
                 },
                 mlp: Mlp {
-                    gate_proj: FrozenLinear::new(n([h, i]), b(i, config.mlp_bias)),
-                    up_proj: FrozenLinear::new(n([h, i]), b(i, config.mlp_bias)),
-                    down_proj: FrozenLinear::new(n([i, h]), b(h, config.mlp_bias)),
+                    gate_proj: proj([h, i], config.mlp_bias),
+                    up_proj: proj([h, i], config.mlp_bias),
+                    down_proj: proj([i, h], config.mlp_bias),
                 },
                 input_layernorm: ones(h),
                 post_attention_layernorm: ones(h),
@@ -237,9 +289,45 @@ impl CausalLm {
             layers,
             norm: ones(h),
         };
-        let lm_head = (!config.tie_word_embeddings)
-            .then(|| FrozenLinear::new(n([h, config.vocab_size]), None));
-        Self::from_parts(model, lm_head, config.clone())
+        let lm_head = (!config.tie_word_embeddings).then(|| proj([h, config.vocab_size], false));
+        let mut lm = Self::from_parts(model, lm_head, config.clone());
+        if format.block_format().is_some() && config.tie_word_embeddings {
+            lm.tied_head_blocks = Some(std::sync::Arc::new(blocks(config.vocab_size, h)));
+        }
+        lm
+    }
+
+    /// The model with its projections (and head, tied or not) in `format`'s blocks: float
+    /// projections are quantized, projections already in blocks are kept.
+    ///
+    /// # Errors
+    /// A projection whose input width is not a multiple of 32, or non-finite weights.
+    pub fn quantize(mut self, format: BlockFormat) -> Result<Self, l2d_quant::QuantError> {
+        let q = |l: FrozenLinear| l.quantize(format);
+        for layer in &mut self.model.layers {
+            let a = &mut layer.self_attn;
+            let m = &mut layer.mlp;
+            for p in [
+                &mut a.q_proj,
+                &mut a.k_proj,
+                &mut a.v_proj,
+                &mut a.o_proj,
+                &mut m.gate_proj,
+                &mut m.up_proj,
+                &mut m.down_proj,
+            ] {
+                let float = std::mem::replace(p, FrozenLinear::empty());
+                *p = q(float)?;
+            }
+        }
+        if let Some(head) = self.lm_head.take() {
+            self.lm_head = Some(q(head)?);
+        } else if self.tied_head_blocks.is_none() {
+            let tied = FrozenLinear::new(self.model.embed_tokens.weight.val().transpose(), None);
+            let blocks = q(tied)?.quantized.expect("quantized");
+            self.tied_head_blocks = Some(blocks);
+        }
+        Ok(self)
     }
 
     /// The configuration the model was built from.
