@@ -4,7 +4,12 @@
 use crate::config::ModelConfig;
 
 /// The preset names, smallest first.
-pub const PRESETS: [&str; 3] = ["smollm2-135m", "llama-3.2-1b", "qwen2.5-1.5b"];
+pub const PRESETS: [&str; 4] = [
+    "smollm2-135m",
+    "llama-3.2-1b",
+    "qwen2.5-1.5b",
+    "llama-3.1-8b",
+];
 
 /// The configuration of the preset `name` (one of [`PRESETS`]); `None` for another name.
 ///
@@ -34,6 +39,14 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
             "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
             "vocab_size": 151936, "tie_word_embeddings": true, "rope_theta": 1000000.0,
             "rms_norm_eps": 1e-6, "max_position_embeddings": 32768}"#
+        }
+        "llama-3.1-8b" => {
+            r#"{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 128, "vocab_size": 128256, "tie_word_embeddings": false,
+            "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "max_position_embeddings": 131072,
+            "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#
         }
         _ => return None,
     };

@@ -16,7 +16,7 @@ use crate::format::{BLOCK, BlockFormat, f16_bits_to_f32};
 /// The instruction set a product runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
-    /// x86-64 AVX2 with FMA (explicit intrinsics).
+    /// x86-64 AVX2 with FMA and F16C (explicit intrinsics).
     Avx2,
     /// Portable Rust (auto-vectorised for the target's baseline: SSE2 on x86-64, NEON on
     /// aarch64).
@@ -29,7 +29,10 @@ pub fn selected_isa() -> Isa {
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
                 return Isa::Avx2;
             }
         }
@@ -98,10 +101,10 @@ fn dot_portable(format: BlockFormat, row: &[u8], x: &[f32], sums: &[f32]) -> f32
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK, BlockFormat, half};
+    use super::{BLOCK, BlockFormat};
 
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -109,71 +112,122 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// Eight bytes at `p` widened to f32 (signed when `SIGNED`), minus `bias`.
+    /// The block's half-precision header at `p` (2 halves: scale and minimum) as f32 lanes
+    /// 0 and 1.
+    ///
+    /// # Safety
+    /// `p` points at 4 readable bytes.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn widen8<const SIGNED: bool>(bytes: __m128i, bias: __m256i) -> __m256 {
-        let i = if SIGNED {
-            _mm256_cvtepi8_epi32(bytes)
-        } else {
-            _mm256_cvtepu8_epi32(bytes)
-        };
-        _mm256_cvtepi32_ps(_mm256_sub_epi32(i, bias))
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn halves(p: *const u8) -> __m128 {
+        // SAFETY: 4 bytes at `p` (the caller's contract); unaligned read.
+        let bits = unsafe { (p as *const i32).read_unaligned() };
+        _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+    }
+
+    /// The block's 16 bytes of nibbles as four vectors of 8 f32 quants (weights 0–7, 8–15,
+    /// 16–23, 24–31), less `bias`.
+    ///
+    /// # Safety
+    /// `p` points at 16 readable bytes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn nibbles(p: *const u8, bias: __m256) -> [__m256; 4] {
+        // SAFETY: 16 bytes at `p` (the caller's contract).
+        let bytes = unsafe { _mm_loadu_si128(p as *const __m128i) };
+        let low = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(bytes, low);
+        let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
+        let f = |v: __m128i| _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), bias);
+        [
+            f(lo),
+            f(_mm_unpackhi_epi64(lo, lo)),
+            f(hi),
+            f(_mm_unpackhi_epi64(hi, hi)),
+        ]
     }
 
     /// `Σ_j w_j x_j` over one row.
     ///
     /// # Safety
-    /// The CPU has AVX2 and FMA; `row` holds `x.len() / 32` blocks of `format`, and `sums`
-    /// (for `Q4_1`) one value per block.
-    #[target_feature(enable = "avx2,fma")]
+    /// The CPU has AVX2, FMA and F16C; `row` holds `x.len() / 32` blocks of `format`, and
+    /// `sums` (for `Q4_1`) one value per block.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot(format: BlockFormat, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+        // SAFETY: forwarded contract; one loop per format, so no branch inside it.
+        unsafe {
+            match format {
+                BlockFormat::Q8_0 => dot_format::<0>(row, x, sums),
+                BlockFormat::Q4_0 => dot_format::<1>(row, x, sums),
+                BlockFormat::Q4_1 => dot_format::<2>(row, x, sums),
+            }
+        }
+    }
+
+    /// [`dot`] for format `F` (0: Q8_0, 1: Q4_0, 2: Q4_1).
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_format<const F: u8>(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+        let format = [BlockFormat::Q8_0, BlockFormat::Q4_0, BlockFormat::Q4_1][F as usize];
         let bb = format.block_bytes();
         let blocks = x.len() / BLOCK;
-        debug_assert!(row.len() == blocks * bb);
-        let mut acc = _mm256_setzero_ps();
-        let mut offset = 0f32;
-        let (zero, eight) = (_mm256_setzero_si256(), _mm256_set1_epi32(8));
-        let low = _mm_set1_epi8(0x0f);
-        for b in 0..blocks {
-            let blk = &row[b * bb..(b + 1) * bb];
-            // SAFETY: `xp` points at 32 floats of `x` (b < blocks); the byte loads below read
-            // inside `blk` (8 or 16 bytes from offsets that leave room in the block).
-            let xp = unsafe { x.as_ptr().add(b * BLOCK) };
-            let xv = |h: usize| unsafe { _mm256_loadu_ps(xp.add(8 * h)) };
-            let d = _mm256_set1_ps(half(blk, 0));
-            let mut s;
-            match format {
-                BlockFormat::Q8_0 => {
-                    let q = unsafe { blk.as_ptr().add(2) };
-                    let w = |h: usize| unsafe {
-                        widen8::<true>(_mm_loadl_epi64(q.add(8 * h) as *const __m128i), zero)
-                    };
-                    s = _mm256_mul_ps(w(0), xv(0));
-                    s = _mm256_fmadd_ps(w(1), xv(1), s);
-                    s = _mm256_fmadd_ps(w(2), xv(2), s);
-                    s = _mm256_fmadd_ps(w(3), xv(3), s);
-                }
-                BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
-                    let (at, bias) = if format == BlockFormat::Q4_0 {
-                        (2, eight)
-                    } else {
-                        offset += half(blk, 2) * sums[b];
-                        (4, zero)
-                    };
-                    let bytes = unsafe { _mm_loadu_si128(blk.as_ptr().add(at) as *const __m128i) };
-                    let lo = _mm_and_si128(bytes, low);
-                    let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
-                    let w = |v: __m128i| unsafe { widen8::<false>(v, bias) };
-                    s = _mm256_mul_ps(w(lo), xv(0));
-                    s = _mm256_fmadd_ps(w(_mm_unpackhi_epi64(lo, lo)), xv(1), s);
-                    s = _mm256_fmadd_ps(w(hi), xv(2), s);
-                    s = _mm256_fmadd_ps(w(_mm_unpackhi_epi64(hi, hi)), xv(3), s);
-                }
+        assert!(row.len() >= blocks * bb && (format != BlockFormat::Q4_1 || sums.len() >= blocks));
+        let mut offset = _mm_setzero_ps();
+        let eight = _mm256_set1_ps(8.0);
+        let zero = _mm256_setzero_ps();
+        // Block `b`'s scale (broadcast) and its `Σ q x` per lane.
+        let mut block = |b: usize| {
+            // SAFETY: block `b` lies inside `row` and its 32 inputs inside `x` (asserted
+            // above); every load below reads within them.
+            unsafe {
+                let blk = row.as_ptr().add(b * bb);
+                let xp = x.as_ptr().add(b * BLOCK);
+                let xv = |h: usize| _mm256_loadu_ps(xp.add(8 * h));
+                let head = halves(blk);
+                let w = match F {
+                    0 => {
+                        let q = |h: usize| {
+                            let v = _mm_loadl_epi64(blk.add(2 + 8 * h) as *const __m128i);
+                            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
+                        };
+                        [q(0), q(1), q(2), q(3)]
+                    }
+                    1 => nibbles(blk.add(2), eight),
+                    _ => {
+                        // m · Σx of the block, in lane 1 of `offset`.
+                        let sum = _mm_set1_ps(*sums.get_unchecked(b));
+                        offset = _mm_fmadd_ps(head, sum, offset);
+                        nibbles(blk.add(4), zero)
+                    }
+                };
+                let mut s = _mm256_mul_ps(w[0], xv(0));
+                s = _mm256_fmadd_ps(w[1], xv(1), s);
+                s = _mm256_fmadd_ps(w[2], xv(2), s);
+                s = _mm256_fmadd_ps(w[3], xv(3), s);
+                (_mm256_broadcastss_ps(head), s)
             }
-            acc = _mm256_fmadd_ps(d, s, acc);
+        };
+        // Two accumulators (even and odd blocks) so consecutive blocks do not wait on each
+        // other's fused multiply-add.
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut b = 0;
+        while b + 1 < blocks {
+            let (d0, s0) = block(b);
+            let (d1, s1) = block(b + 1);
+            acc0 = _mm256_fmadd_ps(d0, s0, acc0);
+            acc1 = _mm256_fmadd_ps(d1, s1, acc1);
+            b += 2;
         }
-        hsum(acc) + offset
+        if b < blocks {
+            let (d0, s0) = block(b);
+            acc0 = _mm256_fmadd_ps(d0, s0, acc0);
+        }
+        let acc = _mm256_add_ps(acc0, acc1);
+        let minimums = _mm_cvtss_f32(_mm_shuffle_ps(offset, offset, 1));
+        hsum(acc) + minimums
     }
 }
 

@@ -227,11 +227,14 @@ impl QuantMatrix {
         }
     }
 
-    /// Every weight as f32, `[rows, cols]` row-major.
+    /// Every weight as f32, `[rows, cols]` row-major (rows split over rayon's threads).
     pub fn dequantize(&self) -> Vec<f32> {
+        use rayon::prelude::*;
         let mut out = vec![0f32; self.rows * self.cols];
-        for (r, o) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
-            self.dequantize_row(r, o);
+        if self.cols > 0 {
+            out.par_chunks_mut(self.cols)
+                .enumerate()
+                .for_each(|(r, o)| self.dequantize_row(r, o));
         }
         out
     }
