@@ -7,7 +7,7 @@
 //!
 //! [model]
 //! path = ".models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # or a Hugging Face folder
-//! dtype = "f32"                                              # or "bf16" (base only)
+//! dtype = "f32"                              # or "bf16", or "q8_0"/"q4_0"/"q4_1" (base only)
 //!
 //! [data]
 //! train = ["fixtures/train/arithmetic.jsonl"]
