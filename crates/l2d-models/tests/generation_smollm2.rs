@@ -95,6 +95,11 @@ fn greedy_replies_with_kept_blocks_equal_the_f32_expansion() {
         q_lm.model.weight_bytes() as f64 / (1 << 20) as f64
     );
     assert!(q_lm.model.weight_bytes() * 2 < f32_lm.model.weight_bytes());
+    // The same weights: the same fingerprint, so an adapter trained on one loads on the other.
+    assert_eq!(
+        l2d_models::diffusion::base_fingerprint(&q_lm.model),
+        l2d_models::diffusion::base_fingerprint(&f32_lm.model)
+    );
     for prompt in [
         "What is the capital of France?",
         "Write a haiku about the sea.",

@@ -11,7 +11,7 @@ use burn::tensor::{DType, Device, Int, Tensor};
 use l2d_core::HostRng;
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::{CausalLm, ForwardOptions, FrozenLinear, KvCache};
-use l2d_models::diffusion::{DiffusionPath, LossInputs, Timesteps};
+use l2d_models::diffusion::{DiffusionPath, LossInputs, Timesteps, base_fingerprint};
 use l2d_models::gguf::GgufWeights;
 use l2d_models::l2d_config::L2dConfig;
 use l2d_models::loading::{LoadError, WeightFormat};
@@ -123,6 +123,9 @@ fn a_quantized_model_holds_blocks_and_equals_its_float_twin() {
     );
 
     let twin = float_twin(&model);
+    // Blocks are fingerprinted as their float expansion: adapters move between the two.
+    assert_eq!(base_fingerprint(&model), base_fingerprint(&twin));
+    assert_ne!(base_fingerprint(&model), base_fingerprint(&float));
     // A 20-token prompt (more rows than the fused product takes: the dequantized fallback),
     // then decoding one token at a time (the fused product), in a batch of two rows.
     let ids = Tensor::<2, Int>::from_ints(

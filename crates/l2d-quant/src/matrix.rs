@@ -191,6 +191,31 @@ impl QuantMatrix {
         self.cols / BLOCK * self.format.block_bytes()
     }
 
+    /// The weight at `(r, c)` as f32 (decoded alone; for sampling a few values).
+    ///
+    /// # Panics
+    /// If `r >= rows` or `c >= cols`.
+    pub fn get(&self, r: usize, c: usize) -> f32 {
+        assert!(r < self.rows && c < self.cols, "({r}, {c}) of {self:?}");
+        let bb = self.format.block_bytes();
+        let start = r * self.row_bytes() + (c / BLOCK) * bb;
+        let blk = &self.data[start..start + bb];
+        let d = f16_bits_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+        let j = c % BLOCK;
+        match self.format {
+            BlockFormat::Q8_0 => d * (blk[2 + j] as i8 as f32),
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+                let at = self.format.header_bytes() + j % 16;
+                let q = if j < 16 { blk[at] & 0x0f } else { blk[at] >> 4 };
+                if self.format == BlockFormat::Q4_0 {
+                    d * (q as i32 - 8) as f32
+                } else {
+                    d * q as f32 + f16_bits_to_f32(u16::from_le_bytes([blk[2], blk[3]]))
+                }
+            }
+        }
+    }
+
     /// Row `r`'s weights as f32, into `out` (`cols` long).
     ///
     /// # Panics

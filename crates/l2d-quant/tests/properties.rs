@@ -69,6 +69,11 @@ proptest! {
             Err(e) => panic!("{e}"),
         };
         check_product(&q, &x, m);
+        // Single weights decode as the whole matrix does.
+        let all = q.dequantize();
+        for (r, c) in [(0, 0), (rows - 1, cols - 1), (rows / 2, cols / 3), (rows / 3, 17)] {
+            prop_assert_eq!(q.get(r, c), all[r * cols + c]);
+        }
         // Each weight within a step of its value (half a step where nothing is clamped),
         // a step being the block's range over the levels, plus the half-precision scale's
         // rounding: relative 2^-11, or absolute 2^-25 where the scale is a subnormal half,

@@ -166,12 +166,19 @@ impl AdapterMetadata {
 
 /// A fingerprint of a model's weights: an FNV-1a hash over every parameter's path and shape
 /// and [`FINGERPRINT_SAMPLES`] evenly spaced elements of it rounded to bf16 (so the same
-/// checkpoint loaded in f32 or bf16 gives the same fingerprint). Cheap: it reads a few
-/// thousand values, not the weights.
+/// checkpoint loaded in f32 or bf16 gives the same fingerprint). Projections held in blocks
+/// are hashed as their float expansion would be, in the same place, so a GGUF loaded with
+/// its blocks kept (`--dtype q4_1`) has the fingerprint of its f32 expansion and an adapter
+/// trained on either loads on the other. Cheap: it reads a few thousand values, not the
+/// weights.
 pub fn base_fingerprint(model: &CausalLm) -> String {
     struct Hasher {
         stack: Vec<String>,
         hash: u64,
+        /// Projections held in blocks, by the path their float weight would have.
+        blocks: std::collections::HashMap<String, std::sync::Arc<l2d_quant::QuantMatrix>>,
+        /// Whether the module being visited holds a float tensor.
+        visited_float: bool,
     }
     impl Hasher {
         fn feed(&mut self, bytes: &[u8]) {
@@ -180,15 +187,44 @@ pub fn base_fingerprint(model: &CausalLm) -> String {
                 self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
             }
         }
+
+        /// What `visit_float` feeds for the float weight `[d_in, d_out]` of these blocks
+        /// (`[d_out, d_in]`): the path, the shape, the same samples.
+        fn feed_blocks(&mut self, q: &l2d_quant::QuantMatrix) {
+            let (d_in, d_out) = (q.cols(), q.rows());
+            let path = self.stack.join(".");
+            self.feed(path.as_bytes());
+            for d in [d_in, d_out] {
+                self.feed(&(d as u64).to_le_bytes());
+            }
+            let n = d_in * d_out;
+            if n == 0 {
+                return;
+            }
+            let k = FINGERPRINT_SAMPLES.min(n);
+            for i in 0..k {
+                let idx = i * n / k;
+                let v = q.get(idx % d_out, idx / d_out);
+                self.feed(&half::bf16::from_f32(v).to_bits().to_le_bytes());
+            }
+        }
     }
     impl ModuleVisitor for Hasher {
         fn enter_module(&mut self, name: &str, _container: &str) {
             self.stack.push(name.to_string());
+            self.visited_float = false;
         }
         fn exit_module(&mut self, _name: &str, _container: &str) {
+            if !self.visited_float
+                && let Some(q) = self.blocks.get(&self.stack.join(".")).cloned()
+            {
+                self.feed_blocks(&q);
+            }
+            self.visited_float = false;
             self.stack.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.visited_float = true;
             let t = param.val();
             let shape = t.shape();
             let n = shape.num_elements();
@@ -213,9 +249,32 @@ pub fn base_fingerprint(model: &CausalLm) -> String {
             }
         }
     }
+    let mut blocks = std::collections::HashMap::new();
+    for (l, layer) in model.model.layers.iter().enumerate() {
+        let a = &layer.self_attn;
+        let m = &layer.mlp;
+        for (name, p) in [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.o_proj", &a.o_proj),
+            ("mlp.gate_proj", &m.gate_proj),
+            ("mlp.up_proj", &m.up_proj),
+            ("mlp.down_proj", &m.down_proj),
+        ] {
+            if let Some(q) = &p.quantized {
+                blocks.insert(format!("model.layers.{l}.{name}.weight"), q.clone());
+            }
+        }
+    }
+    if let Some(q) = model.lm_head.as_ref().and_then(|h| h.quantized.clone()) {
+        blocks.insert("lm_head.weight".to_string(), q);
+    }
     let mut h = Hasher {
         stack: Vec::new(),
         hash: 0xcbf2_9ce4_8422_2325,
+        blocks,
+        visited_float: false,
     };
     model.visit(&mut h);
     format!("l2d-fp1:{:016x}", h.hash)
