@@ -7,6 +7,7 @@
 pub use l2d_core as core;
 pub use l2d_guidance as guidance;
 pub use l2d_models as models;
+pub use l2d_quant as quant;
 pub use l2d_solvers as solvers;
 pub use l2d_train as train;
 
