@@ -21,7 +21,8 @@ pub const FUSED_MAX_ROWS: usize = 16;
 ///
 /// Float weights are stored as burn's `Linear` stores them, `[d_in, d_out]`, under the
 /// parameter name `weight` (so a module path is the checkpoint name); quantized weights are
-/// the checkpoint's `[d_out, d_in]` blocks.
+/// the checkpoint's `[d_out, d_in]` blocks. Exactly one of `weight` and `quantized` is set
+/// (the constructors ensure it; a projection with neither panics when used).
 #[derive(Module, Debug)]
 pub struct FrozenLinear {
     /// `[d_in, d_out]`, when the weights are float.

@@ -26,7 +26,9 @@ pub enum WeightFormat {
     Float(DType),
     /// Projections held in blocks: GGUF tensors already stored in a block format keep their
     /// own blocks (never quantized twice), float ones are quantized to this format; the
-    /// embedding, norms and biases stay f32, and a tied head gets blocks of its own.
+    /// embedding, norms and biases stay f32, and a tied head gets blocks of its own. Blocks
+    /// live in CPU memory and are multiplied there; on another device each product goes
+    /// through a float copy of its matrix (correct, not fast).
     Quantized(BlockFormat),
 }
 
