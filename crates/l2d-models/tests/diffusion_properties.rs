@@ -8,7 +8,7 @@ mod common;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{DType, Device, Int, Tensor};
-use common::TempDir;
+use common::{TempDir, tiny_l2d_config};
 use l2d_core::HostRng;
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::{CausalLm, ForwardOptions};
@@ -33,18 +33,6 @@ fn base_config(arch: &str) -> ModelConfig {
     .unwrap()
 }
 
-fn tiny_config() -> L2dConfig {
-    L2dConfig {
-        flow_representation_dim: Some(8),
-        flow_to_lm_hidden_size: Some(12),
-        timestep_modulation_hidden_size: Some(10),
-        timestep_modulation_freq_embedding_size: Some(16),
-        flow_lora_rank: 3,
-        flow_lora_alpha: None,
-        ..L2dConfig::default()
-    }
-}
-
 fn max_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
     (a - b).abs().max().into_scalar::<f32>()
 }
@@ -62,7 +50,7 @@ proptest! {
             let base = CausalLm::random(&cfg, &device, DType::F32, seed);
             let config = L2dConfig {
                 guidance_modulation_num_classes: guided.then_some(3),
-                ..tiny_config()
+                ..tiny_l2d_config()
             };
             let path = DiffusionPath::init(&config, &base, seed).unwrap()
                 .with_random_parameters(seed + 1, 0.3);
@@ -88,7 +76,7 @@ fn a_fresh_path_leaves_the_base_unchanged_at_every_t() {
     for arch in ["llama", "qwen2", "mistral"] {
         let device = Device::flex();
         let base = CausalLm::random(&base_config(arch), &device, DType::F32, 4);
-        let path = DiffusionPath::init(&tiny_config(), &base, 5).unwrap();
+        let path = DiffusionPath::init(&tiny_l2d_config(), &base, 5).unwrap();
         let ids = Tensor::<2, Int>::from_ints([[3, 1, 4, 1]], &device);
         let opts = ForwardOptions::default();
         let frozen = path.frozen_logits(&base, ids.clone(), &opts);
@@ -113,7 +101,7 @@ fn a_fresh_path_leaves_the_base_unchanged_at_every_t() {
 fn the_diffusion_only_forward_equals_the_joint_one() {
     let device = Device::flex();
     let base = CausalLm::random(&base_config("mistral"), &device, DType::F32, 8);
-    let path = DiffusionPath::init(&tiny_config(), &base, 9)
+    let path = DiffusionPath::init(&tiny_l2d_config(), &base, 9)
         .unwrap()
         .with_random_parameters(10, 0.3);
     let ids = Tensor::<2, Int>::from_ints([[3, 1, 4, 1, 5, 9]], &device);
@@ -164,15 +152,15 @@ fn the_diffusion_only_forward_equals_the_joint_one() {
 fn the_analytic_count_equals_the_built_path() {
     let device = Device::flex();
     let variants = [
-        tiny_config(),
+        tiny_l2d_config(),
         L2dConfig {
             separate_flow_params_with_lora: false,
-            ..tiny_config()
+            ..tiny_l2d_config()
         },
         L2dConfig {
             separate_flow_params: false,
             separate_flow_params_with_lora: false,
-            ..tiny_config()
+            ..tiny_l2d_config()
         },
         L2dConfig {
             full_dit_modulation: false,
@@ -180,25 +168,25 @@ fn the_analytic_count_equals_the_built_path() {
             timestep_modulation_num_layers: 3,
             flow_to_lm_translation_depth: 3,
             flow_representation_num_layers: Some(2),
-            ..tiny_config()
+            ..tiny_l2d_config()
         },
         L2dConfig {
             flow_representation_space: FlowSpace::OneHot,
             flow_representation_num_layers: None,
             flow_to_lm_timestep_rescaling: None,
-            ..tiny_config()
+            ..tiny_l2d_config()
         },
         L2dConfig {
             freeze_modulation_at_flow_start: true,
             flow_to_lm_rescale_in_float32: false,
-            ..tiny_config()
+            ..tiny_l2d_config()
         },
         L2dConfig {
             flow_representation_space: FlowSpace::Embedding,
             flow_representation_num_layers: None,
             flow_representation_dim: None,
             flow_to_lm_translation_depth: 0,
-            ..tiny_config()
+            ..tiny_l2d_config()
         },
     ];
     for arch in ["llama", "qwen2", "mistral"] {
@@ -263,7 +251,7 @@ fn fresh_init_follows_the_reference() {
     let base = CausalLm::random(&base_config("llama"), &device, DType::F32, 1);
     let config = L2dConfig {
         flow_lora_rank: 16,
-        ..tiny_config()
+        ..tiny_l2d_config()
     };
     let path = DiffusionPath::init(&config, &base, 3).unwrap();
     let layer = &path.layers[0];
@@ -280,7 +268,7 @@ fn fresh_init_follows_the_reference() {
     let full = DiffusionPath::init(
         &L2dConfig {
             separate_flow_params_with_lora: false,
-            ..tiny_config()
+            ..tiny_l2d_config()
         },
         &base,
         3,
@@ -299,7 +287,7 @@ fn fresh_init_follows_the_reference() {
         DiffusionPath::init_without_base(
             &L2dConfig {
                 separate_flow_params_with_lora: false,
-                ..tiny_config()
+                ..tiny_l2d_config()
             },
             base.config(),
             &device,
@@ -332,7 +320,7 @@ fn gradients_reach_every_diffusion_parameter_and_no_base_parameter() {
     let base = CausalLm::random(&base_config("qwen2"), &device, DType::F32, 3).no_grad();
     let config = L2dConfig {
         guidance_modulation_num_classes: Some(2),
-        ..tiny_config()
+        ..tiny_l2d_config()
     };
     let path = DiffusionPath::init(&config, &base, 4)
         .unwrap()
@@ -406,7 +394,7 @@ fn adapter_files_round_trip_and_refuse_another_base() {
     let config = L2dConfig {
         guidance_modulation_num_classes: Some(3),
         nstep_temperature_schedule: "polynomial_1_1.0".parse().unwrap(),
-        ..tiny_config()
+        ..tiny_l2d_config()
     };
     let path = DiffusionPath::init(&config, &base, 12)
         .unwrap()
@@ -477,7 +465,7 @@ fn base_in(base: &CausalLm, dtype: DType) -> CausalLm {
 fn malformed_adapter_files_are_typed_errors() {
     let device = Device::flex();
     let base = CausalLm::random(&base_config("llama"), &device, DType::F32, 11);
-    let path = DiffusionPath::init(&tiny_config(), &base, 12).unwrap();
+    let path = DiffusionPath::init(&tiny_l2d_config(), &base, 12).unwrap();
     let dir = TempDir::new();
     let file = dir.path().join("a.safetensors");
     path.save(&file, &base).unwrap();
@@ -492,7 +480,7 @@ fn malformed_adapter_files_are_typed_errors() {
         Err(DiffusionError::MissingConfig { .. })
     ));
     let with_config = AdapterLoadOptions {
-        config: Some(tiny_config()),
+        config: Some(tiny_l2d_config()),
         force: false,
     };
     assert!(DiffusionPath::load(&bare, &base, &with_config).is_ok());
@@ -598,7 +586,7 @@ fn malformed_adapter_files_are_typed_errors() {
 fn an_f32_path_runs_on_a_bf16_base() {
     let device = Device::flex();
     let base32 = CausalLm::random(&base_config("qwen2"), &device, DType::F32, 21);
-    let path = DiffusionPath::init(&tiny_config(), &base32, 22)
+    let path = DiffusionPath::init(&tiny_l2d_config(), &base32, 22)
         .unwrap()
         .with_random_parameters(23, 0.3);
     let base = base_in(&base32, DType::BF16);
@@ -649,11 +637,11 @@ fn an_f32_path_runs_on_a_bf16_base() {
 fn bad_inputs_are_typed_errors() {
     let device = Device::flex();
     let base = CausalLm::random(&base_config("llama"), &device, DType::F32, 1);
-    let plain = DiffusionPath::init(&tiny_config(), &base, 2).unwrap();
+    let plain = DiffusionPath::init(&tiny_l2d_config(), &base, 2).unwrap();
     let guided = DiffusionPath::init(
         &L2dConfig {
             guidance_modulation_num_classes: Some(2),
-            ..tiny_config()
+            ..tiny_l2d_config()
         },
         &base,
         2,
@@ -727,7 +715,7 @@ fn bad_inputs_are_typed_errors() {
 fn the_loss_on_the_scored_span_equals_the_full_forward() {
     let device = Device::flex();
     let base = CausalLm::random(&base_config("llama"), &device, DType::F32, 11);
-    let path = DiffusionPath::init(&tiny_config(), &base, 12)
+    let path = DiffusionPath::init(&tiny_l2d_config(), &base, 12)
         .unwrap()
         .with_random_parameters(13, 0.3);
     let (b, s, d) = (3usize, 7usize, path.flow_dim());

@@ -1,6 +1,6 @@
 //! Bad input never crashes: 2,000 seeded mutations per format of the files a user hands to
-//! l2d (GGUF headers and metadata, safetensors headers, `config.json` values, an adapter's
-//! metadata), each loaded the way `l2d` loads it. Every one must end in `Ok` or a typed error: no
+//! l2d (GGUF headers and metadata, loaded in f32 and with blocks kept; safetensors headers,
+//! `config.json` values, an adapter's metadata), each loaded the way `l2d` loads it. Every one must end in `Ok` or a typed error: no
 //! panic, no abort, no single allocation above 1 GiB (a counting allocator refuses it, which
 //! aborts the test loudly), and no case slower than 5 s.
 
@@ -16,7 +16,9 @@ use l2d_models::decoder::CausalLm;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
 use l2d_models::gguf::{GgufFile, GgufWeights};
 use l2d_models::l2d_config::L2dConfig;
+use l2d_models::loading::WeightFormat;
 use l2d_models::weights::SafetensorsSource;
+use l2d_quant::BlockFormat;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -102,6 +104,14 @@ fn mutated_gguf_files_load_or_fail_cleanly() {
         let weights = GgufWeights::new(file).map_err(|e| e.to_string())?;
         let model = CausalLm::load(&weights, &config, &Device::flex(), DType::F32)
             .map_err(|e| e.to_string())?;
+        // And with its blocks kept (`--dtype q8_0`): the block path reads the same header.
+        CausalLm::load_as(
+            &weights,
+            &config,
+            &Device::flex(),
+            WeightFormat::Quantized(BlockFormat::Q8_0),
+        )
+        .map_err(|e| e.to_string())?;
         let ids = tokenizer
             .encode("Hello world", true)
             .map_err(|e| e.to_string())?;

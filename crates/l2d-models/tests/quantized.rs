@@ -4,6 +4,7 @@
 //! float twin (the same weights, dequantized) in decoding, prompts, batches, the diffusion
 //! path's forward and its training gradients, and typed refusals.
 
+mod common;
 mod tokenizer_support;
 
 use burn::module::Param;
@@ -13,7 +14,6 @@ use l2d_models::config::ModelConfig;
 use l2d_models::decoder::{CausalLm, ForwardOptions, FrozenLinear, KvCache};
 use l2d_models::diffusion::{DiffusionPath, LossInputs, Timesteps, base_fingerprint};
 use l2d_models::gguf::GgufWeights;
-use l2d_models::l2d_config::L2dConfig;
 use l2d_models::loading::{LoadError, WeightFormat};
 use l2d_models::weights::{SafetensorsSource, WeightSource};
 use l2d_quant::BlockFormat;
@@ -167,25 +167,13 @@ fn a_quantized_model_holds_blocks_and_equals_its_float_twin() {
     assert!(err < 0.05 * scale, "{err} of {scale}");
 }
 
-fn tiny_path() -> L2dConfig {
-    L2dConfig {
-        flow_representation_dim: Some(8),
-        flow_to_lm_hidden_size: Some(12),
-        timestep_modulation_hidden_size: Some(10),
-        timestep_modulation_freq_embedding_size: Some(16),
-        flow_lora_rank: 3,
-        flow_lora_alpha: None,
-        ..L2dConfig::default()
-    }
-}
-
 #[test]
 fn the_diffusion_path_runs_and_trains_on_a_quantized_base() {
     // Inference: the path's LoRA projections add to the quantized frozen ones.
     let device = Device::flex();
     let model = load(Q8, &device);
     let twin = float_twin(&model);
-    let path = DiffusionPath::init(&tiny_path(), &model, 1)
+    let path = DiffusionPath::init(&common::tiny_l2d_config(), &model, 1)
         .unwrap()
         .with_random_parameters(2, 0.3);
     let ids = Tensor::<2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2, 6]], &device);
@@ -208,7 +196,7 @@ fn the_diffusion_path_runs_and_trains_on_a_quantized_base() {
     let device = Device::flex().autodiff();
     let model = load(Q8, &device);
     let twin = float_twin(&model);
-    let path = DiffusionPath::init(&tiny_path(), &model, 1)
+    let path = DiffusionPath::init(&common::tiny_l2d_config(), &model, 1)
         .unwrap()
         .with_random_parameters(2, 0.3);
     let ids = Tensor::<2, Int>::from_ints([[3, 1, 4, 1, 5, 9, 2, 6]], &device);
@@ -236,15 +224,19 @@ fn the_diffusion_path_runs_and_trains_on_a_quantized_base() {
     }
 }
 
-#[test]
-fn quantize_on_load_refuses_widths_that_are_not_whole_blocks() {
-    // hidden 48: not a multiple of 32.
-    let config = ModelConfig::from_json_str(
+/// A llama whose hidden size (48) is not a whole number of 32-weight blocks.
+fn narrow_config() -> ModelConfig {
+    ModelConfig::from_json_str(
         r#"{"model_type": "llama", "hidden_size": 48, "intermediate_size": 64,
             "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
             "vocab_size": 40}"#,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn quantize_on_load_refuses_widths_that_are_not_whole_blocks() {
+    let config = narrow_config();
     let device = Device::flex();
     let model = CausalLm::random(&config, &device, DType::F32, 0);
     let dir = temp_dir("quantize-48");
@@ -303,12 +295,7 @@ fn quantizing_a_tied_model_in_memory_matches_its_float_twin() {
         }
     }
     // Widths that are not whole blocks are refused.
-    let narrow = ModelConfig::from_json_str(
-        r#"{"model_type": "llama", "hidden_size": 48, "intermediate_size": 64,
-            "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "vocab_size": 40}"#,
-    )
-    .unwrap();
+    let narrow = narrow_config();
     let err = CausalLm::random(&narrow, &device, DType::F32, 0)
         .quantize(BlockFormat::Q8_0)
         .unwrap_err();

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use l2d_models::l2d_config::L2dConfig;
 use safetensors::{Dtype, SafeTensors};
 
 pub fn repo_root() -> PathBuf {
@@ -185,4 +186,18 @@ pub fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+/// A diffusion path small enough for every test base: flow width 8, LoRA rank 3 (alpha =
+/// rank), small modulation networks.
+pub fn tiny_l2d_config() -> L2dConfig {
+    L2dConfig {
+        flow_representation_dim: Some(8),
+        flow_to_lm_hidden_size: Some(12),
+        timestep_modulation_hidden_size: Some(10),
+        timestep_modulation_freq_embedding_size: Some(16),
+        flow_lora_rank: 3,
+        flow_lora_alpha: None,
+        ..L2dConfig::default()
+    }
 }
