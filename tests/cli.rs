@@ -630,3 +630,53 @@ fn prompts_and_replies_are_bounded_by_the_models_context() {
         "{err}"
     );
 }
+
+#[test]
+fn generate_with_a_lora_folds_it_into_the_model() {
+    use l2d_models::decoder::Projection;
+    use l2d_models::lora::{DecoderLora, LoraConfig};
+
+    let dir = Temp::new("lora");
+    let lm = Pretrained::open(&tiny_gguf(), &LoadOptions::default()).unwrap();
+    let fresh = DecoderLora::init(
+        &LoraConfig::new(2, 4.0, Projection::ALL.to_vec()),
+        &lm.model,
+        3,
+    )
+    .unwrap();
+    let zero = dir.0.join("zero.safetensors");
+    fresh.save(&zero, &lm.model).unwrap();
+    let model = tiny_gguf();
+    let common = ["generate", "--model", &model, "--max-new-tokens", "6"];
+    let plain = succeeds(&l2d(&[&common[..], &["Hello"]].concat())).0;
+    // A fresh LoRA (B = 0) is the base model: the same reply.
+    let with_zero = succeeds(&l2d(&[
+        &common[..],
+        &["--lora", zero.to_str().unwrap(), "Hello"],
+    ]
+    .concat()))
+    .0;
+    assert_eq!(plain, with_zero);
+    // Missing files, a LoRA beside a diffusion adapter, a file that is not a LoRA.
+    fails(
+        &l2d(&[&common[..], &["--lora", "/no/such/lora.safetensors", "Hi"]].concat()),
+        1,
+        &["LoRA adapter", "/no/such/lora.safetensors"],
+    );
+    let adapter = write_adapter(&dir.0, "adapter.safetensors", &lm.model, None);
+    let adapter = adapter.to_str().unwrap();
+    fails(
+        &l2d(&[
+            &common[..],
+            &["--lora", zero.to_str().unwrap(), "--adapter", adapter, "Hi"],
+        ]
+        .concat()),
+        2,
+        &["--lora", "--adapter"],
+    );
+    fails(
+        &l2d(&[&common[..], &["--lora", adapter, "Hi"]].concat()),
+        1,
+        &["--lora", "not a LoRA adapter"],
+    );
+}

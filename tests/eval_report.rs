@@ -151,6 +151,7 @@ fn the_base_setting_equals_direct_greedy_generation() {
     let r = evaluate_setting(
         &lm,
         None,
+        None,
         Setting::Base,
         &prompts,
         &items,
@@ -183,6 +184,7 @@ fn diffusion_settings_need_an_adapter_and_run_through_the_generator() {
         match evaluate_setting(
             &lm,
             None,
+            None,
             setting,
             &prompts,
             &items,
@@ -211,6 +213,7 @@ fn diffusion_settings_need_an_adapter_and_run_through_the_generator() {
         evaluate_setting(
             &lm,
             Some(&path),
+            None,
             s.parse().unwrap(),
             &prompts,
             &items,
@@ -242,6 +245,7 @@ fn args(dir: &Path, settings: Vec<Setting>) -> EvalArgs {
     EvalArgs {
         model: tiny_gguf().display().to_string(),
         adapter: None,
+        lora: None,
         tasks: root().join("fixtures/eval/arithmetic.jsonl"),
         extract: Extraction::Number,
         settings,
@@ -359,6 +363,7 @@ fn the_report_plot_draws_each_kind_of_setting() {
     let report = EvalReport {
         model: "models/tiny".into(),
         adapter: Some("adapter".into()),
+        lora: None,
         tasks: "tasks/arith.jsonl".into(),
         num_items: 10,
         extraction: "number".into(),
@@ -398,4 +403,69 @@ fn the_report_plot_draws_each_kind_of_setting() {
         table.contains("| steps=4:euler | 0.650 | 6/10 | 4.00 |"),
         "{table}"
     );
+}
+
+/// Adds `delta` to every parameter of a module.
+struct Shift(f64);
+
+impl burn::module::ModuleMapper for Shift {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        let (id, t, mapper) = param.consume();
+        burn::module::Param::from_mapped_value(id, t.add_scalar(self.0), mapper)
+    }
+}
+
+#[test]
+fn the_lora_setting_runs_the_model_with_its_lora() {
+    use burn::module::Module;
+    use l2d_models::decoder::Projection;
+    use l2d_models::lora::{DecoderLora, LoraConfig};
+
+    let dir = std::env::temp_dir().join(format!("l2d-eval-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // `lora` without a LoRA file is refused before anything loads.
+    let a = args(&dir, vec![Setting::Base, Setting::Lora]);
+    assert!(matches!(
+        run_eval(&a, |_| {}),
+        Err(EvalError::AdapterRequired { setting }) if setting == "lora"
+    ));
+    let base = tiny().model;
+    let fresh =
+        DecoderLora::init(&LoraConfig::new(2, 4.0, Projection::ALL.to_vec()), &base, 1).unwrap();
+    // A fresh LoRA (B = 0) answers exactly as the base model.
+    let zero = dir.join("zero.safetensors");
+    fresh.save(&zero, &base).unwrap();
+    let mut a = args(&dir, vec![Setting::Base, Setting::Lora]);
+    a.lora = Some(zero.clone());
+    let report = run_eval(&a, |_| {}).unwrap();
+    assert_eq!(report.lora.as_deref(), Some(zero.to_str().unwrap()));
+    let outputs = |i: usize| -> Vec<String> {
+        report.settings[i]
+            .items
+            .iter()
+            .map(|x| x.output.clone())
+            .collect()
+    };
+    assert_eq!(report.settings[1].label, "lora");
+    assert_eq!(outputs(0), outputs(1));
+    // A trained (here: shifted) LoRA changes the answers.
+    let shifted = dir.join("shifted.safetensors");
+    fresh.map(&mut Shift(0.05)).save(&shifted, &base).unwrap();
+    let mut a = args(&dir, vec![Setting::Base, Setting::Lora]);
+    a.lora = Some(shifted);
+    let report = run_eval(&a, |_| {}).unwrap();
+    let changed = report.settings[0]
+        .items
+        .iter()
+        .zip(&report.settings[1].items)
+        .filter(|(x, y)| x.output != y.output)
+        .count();
+    assert!(changed > 0, "the LoRA changed no answer");
+    // The plot draws the LoRA as a level beside the base.
+    let svg = report.plot().to_svg();
+    assert!(svg.contains("lora ("), "{svg}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,6 +11,7 @@ use burn::module::Module;
 use clap::Parser;
 use l2d::cli::{TrainArgs, run_train};
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
+use l2d_models::lora::DecoderLora;
 use l2d_models::pretrained::{LoadOptions, Pretrained};
 use l2d_train::checkpoint::{CHECKPOINTS, LATEST};
 use l2d_train::{TrainConfig, TrainError};
@@ -308,6 +309,86 @@ fn a_finished_run_is_never_overwritten_by_accident_and_leftovers_are_cleaned() {
     assert_eq!(starts, 1);
     // --resume and --overwrite together make no sense.
     assert!(Cli::try_parse_from(["l2d-train", "-c", c, "--resume", "--overwrite"]).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The configuration of [`config_file`] with `method = "lora"` and `[lora]` appended.
+fn lora_config_file(dir: &Path, lora: &str) -> PathBuf {
+    let config = config_file(dir);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("method = \"lora\"\n{text}[lora]\n{lora}\n"),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn the_lora_baseline_trains_resumes_bit_for_bit_and_writes_a_peft_adapter() {
+    let dir = tmp("lora");
+    let config = lora_config_file(&dir, "rank = 4");
+    let c = config.to_str().unwrap();
+    let straight_dir = dir.join("straight");
+    let straight = run_train(&args(&[
+        "-c",
+        c,
+        "-q",
+        "-o",
+        straight_dir.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(straight.steps, 6);
+    // Validation of a LoRA: its own greedy accuracy beside the base's, no diffusion metrics.
+    for (_, v) in &straight.validations {
+        assert!(v.loss.is_finite() && v.tokens > 0);
+        assert!(v.accuracy.is_some() && v.base_accuracy.is_some());
+        assert!(v.nstep_accuracy.is_none() && v.loss_by_t.is_empty());
+    }
+    // A fresh adapter (B = 0) is the base model: its accuracy is the base's; training on the
+    // validation data lowers the loss.
+    let (first, last) = (&straight.validations[0].1, &straight.validations[3].1);
+    assert_eq!(first.accuracy, first.base_accuracy);
+    assert!(
+        last.loss < first.loss,
+        "validation loss {} -> {}",
+        first.loss,
+        last.loss
+    );
+    assert!(straight.memory.is_none());
+    // The adapter is a PEFT-layout file that loads for the base.
+    let adapter = straight.adapter.clone().unwrap();
+    let base = tiny_base();
+    let lora = DecoderLora::load(&adapter, &base, false).unwrap();
+    assert_eq!(lora.config().rank, 4);
+    assert_eq!(lora.num_params(), straight.trainable_params);
+    assert!(
+        lora.tensors()
+            .iter()
+            .all(|(k, _)| k.starts_with("base_model.model.model.layers."))
+    );
+    // Stopped at 3 and resumed: the same adapter, bit for bit.
+    let split_dir = dir.join("split");
+    let split = split_dir.to_str().unwrap();
+    run_train(&args(&["-c", c, "-q", "-o", split, "--stop-after", "3"])).unwrap();
+    let resumed = run_train(&args(&["-c", c, "-q", "-o", split, "--resume"])).unwrap();
+    assert_eq!(resumed.start_step, 3);
+    assert!(
+        same_safetensors(&adapter, &resumed.adapter.unwrap()),
+        "the resumed LoRA differs from the uninterrupted one"
+    );
+    // A target that is not a projection is named.
+    std::fs::create_dir_all(dir.join("bad")).unwrap();
+    let bad = lora_config_file(&dir.join("bad"), "targets = [\"q_proj\", \"qkv_proj\"]");
+    let err = TrainConfig::from_file(&bad)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lora.targets") && err.contains("qkv_proj"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -34,6 +34,7 @@ use l2d_models::generation::{
     GenerationError, GenerationOutput, GuidanceOptions, StopReason, X1Estimate,
 };
 use l2d_models::l2d_config::{L2dConfig, L2dConfigError};
+use l2d_models::lora::DecoderLora;
 use l2d_models::pretrained::{LoadOptions, Pretrained, PretrainedError};
 use l2d_models::sampling::SamplingConfig;
 use l2d_solvers::Method;
@@ -114,6 +115,11 @@ pub struct ModelArgs {
     /// Load the adapter even if it was trained on other base weights (fingerprint mismatch).
     #[arg(long, requires = "adapter")]
     pub force_adapter: bool,
+    /// A LoRA adapter (`l2d train` with `method = "lora"`, or PEFT's
+    /// `adapter_model.safetensors` with its `adapter_config.json`), folded into the model's
+    /// weights.
+    #[arg(long, value_name = "FILE", conflicts_with = "adapter")]
+    pub lora: Option<PathBuf>,
     /// Device: `cpu`, or `vulkan` / `wgpu` / `cuda` when built with that feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -469,7 +475,20 @@ impl ModelArgs {
             }
             _ => None,
         };
-        let lm = Pretrained::open(&self.model, &LoadOptions::with_format(device, format))?;
+        if let Some(p) = &self.lora
+            && !p.is_file()
+        {
+            return Err(CliError::Missing {
+                what: "LoRA adapter",
+                path: p.clone(),
+            });
+        }
+        let mut lm = Pretrained::open(&self.model, &LoadOptions::with_format(device, format))?;
+        if let Some(path) = &self.lora {
+            let lora = DecoderLora::load(path, &lm.model, false)
+                .map_err(|e| invalid("--lora", e.to_string()))?;
+            lm.model = lora.merge_into(&lm.model);
+        }
         let adapter = match adapter_path {
             None => None,
             Some(path) => {

@@ -71,8 +71,10 @@ pub enum EvalError {
     /// Generation failed.
     #[error("generation failed: {0}")]
     Generation(Box<dyn std::error::Error + Send + Sync>),
-    /// A diffusion setting without an adapter.
-    #[error("`{setting}` is a diffusion setting: it needs a trained adapter (`--adapter FILE`)")]
+    /// A diffusion setting without an adapter, or `lora` without `--lora`.
+    #[error(
+        "`{setting}` needs a trained adapter (`--adapter FILE` for diffusion settings, `--lora FILE` for `lora`)"
+    )]
     AdapterRequired {
         /// The setting.
         setting: String,
@@ -84,6 +86,14 @@ pub enum EvalError {
         path: PathBuf,
         /// What went wrong.
         source: Box<l2d_models::diffusion::DiffusionError>,
+    },
+    /// The LoRA adapter could not be loaded or does not fit the model.
+    #[error("LoRA adapter `{path}`: {source}")]
+    Lora {
+        /// The adapter file.
+        path: PathBuf,
+        /// What went wrong.
+        source: Box<l2d_models::lora::LoraError>,
     },
     /// A setting's diffusion options do not fit the adapter.
     #[error("`{setting}`: {source}")]

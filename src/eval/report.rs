@@ -58,6 +58,9 @@ pub struct EvalReport {
     pub model: String,
     /// The diffusion adapter, if any.
     pub adapter: Option<String>,
+    /// The LoRA adapter of the `lora` setting, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<String>,
     /// The task file.
     pub tasks: String,
     /// Items evaluated.
@@ -137,9 +140,13 @@ impl EvalReport {
         if any_diffusion && positive_x {
             plot = plot.with_log2_x(true);
         }
-        for r in self.settings.iter().filter(|r| r.setting == Setting::Base) {
+        for r in self
+            .settings
+            .iter()
+            .filter(|r| matches!(r.setting, Setting::Base | Setting::Lora))
+        {
             plot = plot.series(Series::horizontal(
-                format!("base ({:.3})", r.accuracy),
+                format!("{} ({:.3})", r.setting, r.accuracy),
                 r.accuracy,
             ));
         }

@@ -5,10 +5,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use burn::tensor::Device;
 use l2d_models::chat_template::ChatMessage;
+use l2d_models::decoder::CausalLm;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
 use l2d_models::generation::{
-    BudgetPolicy, DiffusionOptions, Flow, GenerationConfig, Generator, TokenStep,
+    BaseStep, BudgetPolicy, DiffusionOptions, Flow, GenerationConfig, Generator, TokenStep,
 };
+use l2d_models::lora::DecoderLora;
 use l2d_models::pretrained::{LoadOptions, Pretrained, WeightFormat};
 use l2d_models::sampling::SamplingConfig;
 
@@ -25,16 +27,20 @@ pub struct EvalArgs {
     /// The model: a Hugging Face folder, an `org/name` of the local cache, or a GGUF file.
     #[arg(long)]
     pub model: String,
-    /// A trained diffusion adapter (needed by every setting but `base`).
+    /// A trained diffusion adapter (needed by every setting but `base` and `lora`).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// A LoRA adapter (`l2d train` with `method = "lora"`, or a PEFT
+    /// `adapter_model.safetensors`), needed by the `lora` setting.
+    #[arg(long)]
+    pub lora: Option<PathBuf>,
     /// The JSONL task file: one `{"prompt": ..., "answer": ...}` per line.
     #[arg(long)]
     pub tasks: PathBuf,
     /// Answer extraction: `exact`, `number` or `choice[:N]` (letters A.., default 4).
     #[arg(long, default_value = "number", value_parser = parse_extraction)]
     pub extract: Extraction,
-    /// Settings to sweep, comma-separated: `base`, `N[:SOLVER]` (fixed steps),
+    /// Settings to sweep, comma-separated: `base`, `lora`, `N[:SOLVER]` (fixed steps),
     /// `adaptive[:SOLVER][:rtol=X][:atol=Y][:max-nfe=N]`.
     #[arg(long, value_delimiter = ',', default_value = "base", value_parser = parse_setting)]
     pub settings: Vec<Setting>,
@@ -198,7 +204,7 @@ pub fn evaluate_with_step<S: TokenStep + ?Sized>(
 /// the noise.
 pub fn diffusion_options(setting: Setting, seed: u64) -> DiffusionOptions {
     let options = match setting {
-        Setting::Base => DiffusionOptions::base(),
+        Setting::Base | Setting::Lora => DiffusionOptions::base(),
         Setting::Fixed { steps, solver } => DiffusionOptions::fixed(steps).with_method(solver),
         Setting::Adaptive {
             solver,
@@ -216,18 +222,20 @@ pub fn diffusion_options(setting: Setting, seed: u64) -> DiffusionOptions {
     options.with_seed(seed)
 }
 
-/// Evaluates one setting of the sweep on a loaded model: `base` with the frozen model,
-/// diffusion settings through the diffusion [`Generator`] over `adapter` (noise seeded by
+/// Evaluates one setting of the sweep on a loaded model: `base` with the frozen model, `lora`
+/// with `lora_model` (the model with its LoRA merged), diffusion settings through the diffusion [`Generator`] over `adapter` (noise seeded by
 /// `generation.sampling.seed`), whose mean NFE per token goes into the result.
 ///
 /// # Errors
-/// [`EvalError::AdapterRequired`] for a diffusion setting without an adapter,
+/// [`EvalError::AdapterRequired`] for a diffusion setting without an adapter or `lora`
+/// without a LoRA model,
 /// [`EvalError::Diffusion`] for options the adapter cannot run; otherwise as
 /// [`evaluate_with_step`].
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_setting(
     model: &Pretrained,
     adapter: Option<&DiffusionPath>,
+    lora_model: Option<&CausalLm>,
     setting: Setting,
     prompts: &[Vec<u32>],
     items: &[TaskItem],
@@ -235,6 +243,21 @@ pub fn evaluate_setting(
     generation: &GenerationConfig,
     batch_size: usize,
 ) -> Result<SettingResult, EvalError> {
+    if setting == Setting::Lora {
+        let merged = lora_model.ok_or_else(|| EvalError::AdapterRequired {
+            setting: setting.to_string(),
+        })?;
+        return evaluate_with_step(
+            model,
+            &mut BaseStep::new(merged),
+            setting,
+            prompts,
+            items,
+            extraction,
+            generation,
+            batch_size,
+        );
+    }
     if setting == Setting::Base {
         return evaluate_with_step(
             model,
@@ -296,13 +319,18 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
             setting: s.to_string(),
         });
     }
-    if let Some(adapter) = &args.adapter
-        && !adapter.is_file()
-    {
-        return Err(EvalError::Io {
-            path: adapter.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such adapter file"),
+    if args.lora.is_none() && args.settings.contains(&Setting::Lora) {
+        return Err(EvalError::AdapterRequired {
+            setting: Setting::Lora.to_string(),
         });
+    }
+    for file in args.adapter.iter().chain(&args.lora) {
+        if !file.is_file() {
+            return Err(EvalError::Io {
+                path: file.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such adapter file"),
+            });
+        }
     }
     let device = parse_device(&args.device)?;
     let format = parse_dtype(&args.dtype)?;
@@ -327,6 +355,17 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
                 .cast(model.model.dtype()),
         ),
     };
+    let lora_model = match &args.lora {
+        None => None,
+        Some(path) => Some(
+            DecoderLora::load(path, &model.model, false)
+                .map_err(|source| EvalError::Lora {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+                .merge_into(&model.model),
+        ),
+    };
     let prompts = prepare_prompts(&model, &items, args.raw, args.system.as_deref())?;
     let mut generation = GenerationConfig {
         sampling: SamplingConfig {
@@ -343,6 +382,7 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
         let r = evaluate_setting(
             &model,
             adapter.as_ref(),
+            lora_model.as_ref(),
             setting,
             &prompts,
             &items,
@@ -359,6 +399,7 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
     let report = EvalReport {
         model: args.model.clone(),
         adapter: args.adapter.as_ref().map(|p| p.display().to_string()),
+        lora: args.lora.as_ref().map(|p| p.display().to_string()),
         tasks: args.tasks.display().to_string(),
         num_items: items.len(),
         extraction: args.extract.to_string(),

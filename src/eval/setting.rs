@@ -18,6 +18,7 @@ pub const DEFAULT_TOLERANCE: f64 = 1e-5;
 ///
 /// Text forms (for `--settings`, comma-separated):
 /// - `base`: the frozen model alone;
+/// - `lora`: the model with a LoRA adapter (`--lora FILE`) folded into its weights;
 /// - `N` or `steps=N`, optionally `:SOLVER` (`8`, `16:euler`): diffusion over a fixed grid of
 ///   `N` steps (default solver `midpoint`);
 /// - `adaptive` with optional `:SOLVER`, `:rtol=X`, `:atol=Y`, `:max-nfe=N` parts
@@ -30,6 +31,7 @@ pub const DEFAULT_TOLERANCE: f64 = 1e-5;
 /// assert_eq!(s.to_string(), "adaptive:bosh3:rtol=0.001:atol=0.00001:max-nfe=32");
 /// assert_eq!("8".parse::<Setting>()?.to_string(), "steps=8:midpoint");
 /// assert_eq!("base".parse::<Setting>()?, Setting::Base);
+/// assert_eq!("lora".parse::<Setting>()?.to_string(), "lora");
 /// # Ok::<(), String>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -37,6 +39,8 @@ pub const DEFAULT_TOLERANCE: f64 = 1e-5;
 pub enum Setting {
     /// The frozen base model (no adapter, no diffusion).
     Base,
+    /// The base model with a LoRA adapter merged into its weights (no diffusion).
+    Lora,
     /// Diffusion over a fixed grid.
     Fixed {
         /// Solver steps.
@@ -81,13 +85,13 @@ fn parse_method(name: &str) -> Result<Method, String> {
 impl Setting {
     /// Whether this setting needs a diffusion adapter.
     pub fn is_diffusion(&self) -> bool {
-        !matches!(self, Setting::Base)
+        !matches!(self, Setting::Base | Setting::Lora)
     }
 
     /// The solver's name, if any.
     pub fn solver(&self) -> Option<Method> {
         match self {
-            Setting::Base => None,
+            Setting::Base | Setting::Lora => None,
             Setting::Fixed { solver, .. } | Setting::Adaptive { solver, .. } => Some(*solver),
         }
     }
@@ -97,6 +101,7 @@ impl fmt::Display for Setting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Setting::Base => f.write_str("base"),
+            Setting::Lora => f.write_str("lora"),
             Setting::Fixed { steps, solver } => write!(f, "steps={steps}:{solver}"),
             Setting::Adaptive {
                 solver,
@@ -131,10 +136,11 @@ impl FromStr for Setting {
         let s = s.trim();
         let mut parts = s.split(':');
         let head = parts.next().unwrap_or_default();
-        if head == "base" {
+        if head == "base" || head == "lora" {
             return match parts.next() {
-                None => Ok(Setting::Base),
-                Some(p) => Err(format!("`base` takes no options, found {p:?} in {s:?}")),
+                None if head == "base" => Ok(Setting::Base),
+                None => Ok(Setting::Lora),
+                Some(p) => Err(format!("`{head}` takes no options, found {p:?} in {s:?}")),
             };
         }
         if head == "adaptive" {
@@ -181,7 +187,9 @@ impl FromStr for Setting {
         }
         let steps_text = head.strip_prefix("steps=").unwrap_or(head);
         let steps = steps_text.parse::<usize>().map_err(|_| {
-            format!("unknown setting {s:?}; expected `base`, `N[:SOLVER]` or `adaptive[:...]`")
+            format!(
+                "unknown setting {s:?}; expected `base`, `lora`, `N[:SOLVER]` or `adaptive[:...]`"
+            )
         })?;
         if steps == 0 {
             return Err("diffusion steps must be at least 1 (use `base` for none)".into());

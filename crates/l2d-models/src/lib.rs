@@ -21,6 +21,7 @@ pub mod generation;
 pub mod gguf;
 pub mod l2d_config;
 pub mod loading;
+pub mod lora;
 pub mod presets;
 pub mod pretrained;
 pub mod sampling;

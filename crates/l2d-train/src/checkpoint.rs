@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, TensorData};
 use l2d_models::decoder::CausalLm;
-use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataPosition;
 use crate::error::{Result, TrainError};
+use crate::objective::Objective;
 use crate::optim::AdamW;
 
 /// The folder of checkpoints inside a run folder.
@@ -128,9 +128,9 @@ fn load_optimizer(adam: &mut AdamW, path: &Path, device: &Device) -> Result<()> 
 ///
 /// # Errors
 /// [`TrainError::Io`] / [`TrainError::Checkpoint`] naming the file.
-pub fn save_checkpoint(
+pub fn save_checkpoint<O: Objective>(
     run_dir: &Path,
-    path: &DiffusionPath,
+    adapter: &O,
     base: &CausalLm,
     adam: &AdamW,
     state: &TrainState,
@@ -144,12 +144,7 @@ pub fn save_checkpoint(
         std::fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
-    let adapter = tmp.join("adapter.safetensors");
-    path.save(&adapter, base)
-        .map_err(|e| TrainError::Checkpoint {
-            path: adapter.clone(),
-            reason: e.to_string(),
-        })?;
+    adapter.save(&tmp.join("adapter.safetensors"), base)?;
     let optimizer = tmp.join("optimizer.safetensors");
     write_atomically(&optimizer, &optimizer_bytes(adam, &optimizer)?)?;
     let state_path = tmp.join("state.json");
@@ -240,9 +235,9 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
 
 /// A loaded checkpoint.
 #[derive(Debug)]
-pub struct Checkpoint {
-    /// The diffusion path (f32, on the base's device).
-    pub path: DiffusionPath,
+pub struct Checkpoint<O> {
+    /// The adapter (f32, on the base's device).
+    pub adapter: O,
     /// The optimizer with its state.
     pub adam: AdamW,
     /// The run state.
@@ -253,26 +248,27 @@ pub struct Checkpoint {
 ///
 /// # Errors
 /// [`TrainError::Checkpoint`] / [`TrainError::Io`] naming the file.
-pub fn load_checkpoint(dir: &Path, base: &CausalLm, adam: AdamW) -> Result<Checkpoint> {
+pub fn load_checkpoint<O: Objective>(
+    dir: &Path,
+    base: &CausalLm,
+    adam: AdamW,
+) -> Result<Checkpoint<O>> {
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io("read", &state_path))?;
     let state: TrainState = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
         path: state_path.clone(),
         reason: e.to_string(),
     })?;
-    let adapter = dir.join("adapter.safetensors");
-    let path =
-        DiffusionPath::load(&adapter, base, &AdapterLoadOptions::default()).map_err(|e| {
-            TrainError::Checkpoint {
-                path: adapter.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+    let adapter = O::load(&dir.join("adapter.safetensors"), base)?;
     let mut adam = adam;
     load_optimizer(
         &mut adam,
         &dir.join("optimizer.safetensors"),
         &base.device(),
     )?;
-    Ok(Checkpoint { path, adam, state })
+    Ok(Checkpoint {
+        adapter,
+        adam,
+        state,
+    })
 }

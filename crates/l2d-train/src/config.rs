@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! seed = 42
+//! method = "l2d"                   # or "lora": the LoRA baseline of `[lora]`
 //!
 //! [model]
 //! path = ".models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # or a Hugging Face folder
@@ -19,6 +20,11 @@
 //! [l2d]                            # the reference's hyper-parameter names
 //! preset = "reference"             # or "small"; then any key overrides it
 //! flow_lora_rank = 32
+//!
+//! [lora]                          # only with method = "lora"
+//! rank = "match-l2d"               # or a number; "match-l2d": the parameters of `[l2d]`
+//! targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+//! # alpha = 123.0                  # default: the rank (updates scaled by 1)
 //!
 //! [optim]
 //! peak_lr = 1e-4
@@ -54,7 +60,11 @@
 
 use std::path::{Path, PathBuf};
 
+use l2d_models::config::ModelConfig;
+use l2d_models::decoder::Projection;
+use l2d_models::diffusion::diffusion_param_count;
 use l2d_models::l2d_config::L2dConfig;
+use l2d_models::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Layout;
@@ -73,9 +83,15 @@ pub struct TrainConfig {
     pub model: ModelSection,
     /// The chat data.
     pub data: DataSection,
+    /// What is trained: the L2D diffusion path or a LoRA baseline.
+    #[serde(default)]
+    pub method: Method,
     /// The L2D hyper-parameters (reference names), as a TOML table.
     #[serde(default)]
     pub l2d: toml::Table,
+    /// The LoRA baseline (`method = "lora"`).
+    #[serde(default)]
+    pub lora: LoraSection,
     /// Optimizer and learning-rate schedule.
     #[serde(default)]
     pub optim: OptimSection,
@@ -92,6 +108,62 @@ pub struct TrainConfig {
 
 fn default_seed() -> u64 {
     42
+}
+
+/// What a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The L2D diffusion path of `[l2d]`.
+    #[default]
+    L2d,
+    /// A LoRA of the decoder's projections (`[lora]`): the baseline of the paper's
+    /// comparisons.
+    Lora,
+}
+
+/// `[lora]`: the LoRA baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraSection {
+    /// The rank: a number, or `"match-l2d"` for the rank whose parameter count is closest to
+    /// the diffusion path of `[l2d]` on this base ("of equal trainable parameters").
+    pub rank: LoraRank,
+    /// `alpha` (updates are scaled by `alpha / rank`); default: the rank.
+    pub alpha: Option<f64>,
+    /// Projections of each layer that get an update (`q_proj`, ..., `down_proj`).
+    pub targets: Vec<String>,
+}
+
+/// [`LoraSection::rank`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LoraRank {
+    /// A fixed rank.
+    Fixed(usize),
+    /// `"match-l2d"`.
+    Match(MatchL2d),
+}
+
+/// The string `"match-l2d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MatchL2d {
+    /// `"match-l2d"`.
+    #[serde(rename = "match-l2d")]
+    MatchL2d,
+}
+
+impl Default for LoraSection {
+    fn default() -> Self {
+        LoraSection {
+            rank: LoraRank::Match(MatchL2d::MatchL2d),
+            alpha: None,
+            targets: Projection::ALL
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect(),
+        }
+    }
 }
 
 /// `[model]`.
@@ -333,6 +405,32 @@ impl TrainConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The LoRA configuration of `[lora]` for a base of `base`'s sizes (`rank = "match-l2d"`
+    /// counts the diffusion path of `[l2d]` on it).
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming `lora.<key>` (or `l2d` when the path cannot be counted).
+    pub fn lora_config(&self, base: &ModelConfig) -> Result<LoraConfig> {
+        let targets = self.lora_targets()?;
+        let rank = match self.lora.rank {
+            LoraRank::Fixed(r) => r,
+            LoraRank::Match(_) => {
+                let params = diffusion_param_count(&self.l2d_config()?, base)
+                    .map_err(|e| TrainError::config("l2d", e.to_string()))?
+                    .total();
+                LoraConfig::rank_for_params(base, &targets, params)
+            }
+        };
+        let config = LoraConfig::new(rank, self.lora.alpha.unwrap_or(rank as f64), targets);
+        config.validate().map_err(|e| match e {
+            l2d_models::lora::LoraError::Config { field, reason } => {
+                TrainError::config(format!("lora.{field}"), reason)
+            }
+            other => TrainError::config("lora", other.to_string()),
+        })?;
+        Ok(config)
+    }
+
     /// The L2D configuration: the preset, then the file named by `file`, then every other
     /// key of `[l2d]` (reference names); classes set `guidance_modulation_num_classes` when
     /// it is not given.
@@ -465,7 +563,33 @@ impl TrainConfig {
         self.schedule_shape(1).validate()?;
         self.optim.adamw().validate()?;
         self.l2d_config()?;
+        if self.method == Method::Lora {
+            self.lora_targets()?;
+            if self.lora.rank == LoraRank::Fixed(0) {
+                return Err(TrainError::config("lora.rank", "must be at least 1"));
+            }
+            if let Some(a) = self.lora.alpha
+                && !(a.is_finite() && a > 0.0)
+            {
+                return Err(TrainError::config(
+                    "lora.alpha",
+                    "must be finite and positive",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The projections named by `lora.targets`.
+    fn lora_targets(&self) -> Result<Vec<Projection>> {
+        self.lora
+            .targets
+            .iter()
+            .map(|t| {
+                t.parse::<Projection>()
+                    .map_err(|e| TrainError::config("lora.targets", e.to_string()))
+            })
+            .collect()
     }
 
     /// The learning-rate schedule for a run of `total_steps`.

@@ -158,9 +158,10 @@ pub fn forward_backward(
     })
 }
 
-/// Moves a diffusion path to the autodiff form of `device` with every parameter trainable
-/// (a leaf that retains its gradient), each copied into a fresh contiguous tensor.
-pub fn trainable(path: DiffusionPath, device: &Device) -> DiffusionPath {
+/// Moves an adapter (a diffusion path, a LoRA) to the autodiff form of `device` with every
+/// parameter trainable (a leaf that retains its gradient), each copied into a fresh
+/// contiguous tensor.
+pub fn trainable<M: Module>(path: M, device: &Device) -> M {
     struct ToAutodiff {
         device: Device,
     }

@@ -12,19 +12,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::Device;
 use l2d_core::HostRng;
 use l2d_models::chat_template::ChatTemplate;
 use l2d_models::decoder::CausalLm;
-use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
+use l2d_models::diffusion::DiffusionPath;
+use l2d_models::lora::DecoderLora;
 use l2d_models::pretrained::{LoadOptions, Pretrained, WeightFormat};
 use l2d_models::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::checkpoint::{TrainState, latest_checkpoint, load_checkpoint, save_checkpoint};
-use crate::config::TrainConfig;
+use crate::config::{Method, TrainConfig};
 use crate::data::read::read_chat_files;
 use crate::data::{
     ClassList, Conversation, DataPosition, EncodeStats, EpochOrder, ExampleEncoder,
@@ -32,9 +32,10 @@ use crate::data::{
 };
 use crate::error::{Result, TrainError};
 use crate::memory::{MemoryBreakdown, peak_rss};
+use crate::objective::Objective;
 use crate::optim::{AdamW, GradientBuffer};
-use crate::step::{forward_backward, loss_inputs, sample_noise, trainable};
-use crate::validation::{ValidationMetrics, ValidationOptions, evaluate};
+use crate::step::trainable;
+use crate::validation::{ValidationMetrics, ValidationOptions};
 
 /// Stream id of the training draws.
 const TRAIN_STREAM: u64 = 0x5452_4149; // "TRAI"
@@ -269,8 +270,9 @@ pub struct TrainSummary {
     pub s_per_step: f64,
     /// The peak resident set of the process, bytes.
     pub peak_rss: Option<u64>,
-    /// Analytic memory of a micro-batch at the longest training sequence.
-    pub memory: MemoryBreakdown,
+    /// Analytic memory of a micro-batch at the longest training sequence (diffusion path
+    /// runs; `None` for LoRA).
+    pub memory: Option<MemoryBreakdown>,
     /// Trainable parameters.
     pub trainable_params: usize,
     /// What encoding kept and dropped.
@@ -421,11 +423,32 @@ pub fn run(
     device: &Device,
     progress: &mut dyn TrainProgress,
 ) -> Result<TrainSummary> {
+    match config.method {
+        Method::L2d => {
+            run_objective::<DiffusionPath>(config, options, model, data, device, progress)
+        }
+        Method::Lora => {
+            run_objective::<DecoderLora>(config, options, model, data, device, progress)
+        }
+    }
+}
+
+/// [`run`] for one [`Objective`].
+///
+/// # Errors
+/// As [`run`].
+pub fn run_objective<O: Objective>(
+    config: &TrainConfig,
+    options: &RunOptions,
+    model: &LoadedModel,
+    data: &PreparedData,
+    device: &Device,
+    progress: &mut dyn TrainProgress,
+) -> Result<TrainSummary> {
     let out = &config.output.dir;
     prepare_run_folder(out, options)?;
     crate::checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
     let base = &model.base;
-    let l2d = config.l2d_config()?;
     let total = total_steps(config, data.train.len());
     let fingerprint = data_fingerprint(&data.train);
     let schedule = config.schedule_shape(total);
@@ -446,19 +469,13 @@ pub fn run(
     let progress_total = total;
     let (path, mut step, mut position, mut nonfinite) = match &resume_from {
         Some(dir) => {
-            let ckpt = load_checkpoint(dir, base, adam)?;
+            let ckpt = load_checkpoint::<O>(dir, base, adam)?;
             check_resume(dir, &ckpt.state, config, &fingerprint, total)?;
             adam = ckpt.adam;
             let s = ckpt.state;
-            (ckpt.path, s.step, s.position, s.nonfinite)
+            (ckpt.adapter, s.step, s.position, s.nonfinite)
         }
-        None => {
-            let path = match &config.model.init_adapter {
-                Some(file) => DiffusionPath::load(file, base, &AdapterLoadOptions::default())?,
-                None => DiffusionPath::init(&l2d, base, config.seed)?,
-            };
-            (path, 0, DataPosition::default(), 0)
-        }
+        None => (O::create(config, base)?, 0, DataPosition::default(), 0),
     };
     let mut path = trainable(path, device);
     let start_step = step;
@@ -471,10 +488,11 @@ pub fn run(
         .map(TokenizedExample::len)
         .max()
         .unwrap_or(0);
-    let memory = MemoryBreakdown::estimate(base, &path, t.micro_batch_size, longest);
+    let memory = path.memory(base, t.micro_batch_size, longest);
     progress.line(&format!(
-        "l2d train: {} training sequences ({}), {} validation; {} steps of {} x {} sequences; \
-         {} trainable parameters",
+        "l2d train ({}): {} training sequences ({}), {} validation; {} steps of {} x {} \
+         sequences; {} trainable parameters",
+        O::NAME,
         data.train.len(),
         data.train_stats,
         data.validation.len(),
@@ -492,6 +510,7 @@ pub fn run(
         "train_data": data.train_stats,
         "validation_data": data.validation_stats,
         "trainable_params": trainable_params,
+        "method": config.method,
         "resumed_from": resume_from.as_ref().map(|p| p.display().to_string()),
     }))?;
 
@@ -510,23 +529,30 @@ pub fn run(
     let mut records = Vec::new();
     let (mut window_loss, mut window_n, mut window_tokens) = (0.0, 0usize, 0usize);
     let mut window_start = Instant::now();
+    // Seconds of validation and checkpointing inside the current window (not step time).
+    let mut window_excluded = 0.0f64;
     let mut window_steps = 0usize;
     let run_start = Instant::now();
     let stop_at = options.stop_after.map_or(total, |s| s.min(total));
 
-    let validate = |path: &DiffusionPath| -> Result<Option<ValidationMetrics>> {
+    let validate = |path: &O| -> Result<Option<ValidationMetrics>> {
         if data.validation.is_empty() {
             return Ok(None);
         }
-        let inner = path.clone().valid();
-        evaluate(&inner, base, &data.validation, &valid_options, device).map(Some)
+        path.validate(base, &data.validation, &valid_options, device)
+            .map(Some)
     };
-    if step == 0
-        && let Some(v) = validate(&path)?
-    {
-        progress.line(&valid_line(0, &v));
-        metrics.write(json!({"kind": "validation", "step": 0, "metrics": v}))?;
-        validations.push((0, v));
+    if step == 0 {
+        let started = Instant::now();
+        if let Some(v) = validate(&path)? {
+            let seconds = started.elapsed().as_secs_f64();
+            progress.line(&valid_line(0, &v));
+            metrics.write(
+                json!({"kind": "validation", "step": 0, "seconds": seconds, "metrics": v}),
+            )?;
+            validations.push((0, v));
+        }
+        window_start = Instant::now();
     }
 
     while step < stop_at {
@@ -538,9 +564,7 @@ pub fn run(
             let mut rng = HostRng::new(config.seed)
                 .derive(TRAIN_STREAM)
                 .derive((step * accum + micro) as u64);
-            let noise = sample_noise(&path, &batch, &mut rng, device);
-            let outcome =
-                forward_backward(&path, base, loss_inputs(&batch, noise), 1.0 / accum as f64)?;
+            let outcome = path.micro_step(base, &batch, &mut rng, 1.0 / accum as f64)?;
             match outcome.grads {
                 Some(grads) => {
                     buffer.accumulate(&path, &grads, 1.0);
@@ -591,7 +615,7 @@ pub fn run(
 
         let log_now = step % t.log_every.max(1) == 0 || step == stop_at;
         if log_now {
-            let elapsed = window_start.elapsed().as_secs_f64();
+            let elapsed = (window_start.elapsed().as_secs_f64() - window_excluded).max(0.0);
             let record = StepRecord {
                 step,
                 loss: if window_n > 0 {
@@ -617,13 +641,18 @@ pub fn run(
             records.push(record);
             (window_loss, window_n, window_tokens, window_steps) = (0.0, 0, 0, 0);
             window_start = Instant::now();
+            window_excluded = 0.0;
         }
+        let side_work = Instant::now();
         let every = config.validation.every;
         if ((every > 0 && step % every == 0) || step == total)
             && let Some(v) = validate(&path)?
         {
+            let seconds = side_work.elapsed().as_secs_f64();
             progress.line(&valid_line(step, &v));
-            metrics.write(json!({"kind": "validation", "step": step, "metrics": v}))?;
+            metrics.write(
+                json!({"kind": "validation", "step": step, "seconds": seconds, "metrics": v}),
+            )?;
             validations.push((step, v));
         }
         let ck = config.output.checkpoint_every;
@@ -642,6 +671,7 @@ pub fn run(
             let dir = save_checkpoint(out, &path, base, &adam, &state, config.output.keep_last)?;
             metrics.write(json!({"kind": "checkpoint", "step": step, "dir": dir}))?;
         }
+        window_excluded += side_work.elapsed().as_secs_f64();
     }
     progress.finish();
     let adapter = if step == total {
@@ -679,8 +709,9 @@ pub fn run(
 }
 
 fn valid_line(step: usize, v: &ValidationMetrics) -> String {
-    let acc = match (v.nstep_accuracy, v.base_accuracy) {
-        (Some(n), Some(b)) => format!(" n-step acc {n:.4} (base {b:.4})"),
+    let acc = match (v.nstep_accuracy, v.accuracy, v.base_accuracy) {
+        (Some(n), _, Some(b)) => format!(" n-step acc {n:.4} (base {b:.4})"),
+        (None, Some(a), Some(b)) => format!(" acc {a:.4} (base {b:.4})"),
         _ => String::new(),
     };
     format!(

@@ -52,8 +52,11 @@ pub struct ValidationMetrics {
     pub tokens: usize,
     /// Mean loss of the tokens whose `t` falls in bin `i` of `[0, 1)` (`None`: empty bin).
     pub loss_by_t: Vec<Option<f64>>,
-    /// Greedy next-token accuracy after the n-step solve, if computed.
+    /// Greedy next-token accuracy after the n-step solve, if computed (diffusion path).
     pub nstep_accuracy: Option<f64>,
+    /// Greedy next-token accuracy of the adapted model (LoRA runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
     /// The frozen model's greedy next-token accuracy on the same tokens.
     pub base_accuracy: Option<f64>,
     /// Tokens the accuracies are measured on.
@@ -175,6 +178,7 @@ pub fn evaluate(
         tokens,
         loss_by_t: bins.means(),
         nstep_accuracy: rate(nstep_correct),
+        accuracy: None,
         base_accuracy: rate(base_correct),
         accuracy_tokens: acc_tokens,
     })

@@ -6,6 +6,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, DType, Device, Int, Tensor};
 
 use super::linear::FrozenLinear;
+use super::projection::{LayerDelta, Projection, project};
 use super::rope::RopeCosSin;
 
 /// The attention projections of one decoder layer (`self_attn` in Hugging Face).
@@ -32,36 +33,49 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Projects the queries, splits heads and applies RoPE.
+    /// Projects the queries (plus `delta`'s update), splits heads and applies RoPE.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - output: `[batch, heads, seq, head_dim]`
-    pub fn query(&self, x: Tensor<3>, rope: &RopeCosSin) -> Tensor<4> {
-        rope.apply(split_heads(self.q_proj.forward(x), self.num_heads))
+    pub fn query(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeCosSin,
+        delta: Option<&dyn LayerDelta>,
+    ) -> Tensor<4> {
+        let q = project(&self.q_proj, Projection::Q, x, delta);
+        rope.apply(split_heads(q, self.num_heads))
     }
 
-    /// Projects keys (RoPE applied) and values, split into key/value heads (not repeated).
+    /// Projects keys (RoPE applied) and values (plus `delta`'s updates), split into
+    /// key/value heads (not repeated).
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - output: `(k, v)`, each `[batch, kv_heads, seq, head_dim]`
-    pub fn key_value(&self, x: Tensor<3>, rope: &RopeCosSin) -> (Tensor<4>, Tensor<4>) {
-        let k = rope.apply(split_heads(
-            self.k_proj.forward(x.clone()),
+    pub fn key_value(
+        &self,
+        x: Tensor<3>,
+        rope: &RopeCosSin,
+        delta: Option<&dyn LayerDelta>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let k = project(&self.k_proj, Projection::K, x.clone(), delta);
+        let k = rope.apply(split_heads(k, self.num_kv_heads));
+        let v = split_heads(
+            project(&self.v_proj, Projection::V, x, delta),
             self.num_kv_heads,
-        ));
-        let v = split_heads(self.v_proj.forward(x), self.num_kv_heads);
+        );
         (k, v)
     }
 
-    /// Merges heads and applies `o_proj`.
+    /// Merges heads and applies `o_proj` (plus `delta`'s update).
     ///
     /// # Shapes
     /// - `attn`: `[batch, heads, seq, head_dim]`
     /// - output: `[batch, seq, hidden]`
-    pub fn output(&self, attn: Tensor<4>) -> Tensor<3> {
-        self.o_proj.forward(merge_heads(attn))
+    pub fn output(&self, attn: Tensor<4>, delta: Option<&dyn LayerDelta>) -> Tensor<3> {
+        project(&self.o_proj, Projection::O, merge_heads(attn), delta)
     }
 }
 

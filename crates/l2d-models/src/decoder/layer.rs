@@ -7,6 +7,7 @@ use super::attention::{Attention, attention};
 use super::cache::LayerKv;
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
+use super::projection::LayerDelta;
 use super::rope::RopeCosSin;
 
 /// `x + attn(input_layernorm(x))`, then `+ mlp(post_attention_layernorm(·))`.
@@ -26,7 +27,7 @@ pub struct DecoderLayer {
 
 impl DecoderLayer {
     /// Runs the layer on new positions, attending to `past` keys/values followed by the new
-    /// ones. Returns the layer output and the keys/values of past + new positions (keys after
+    /// ones, with `delta`'s updates (if any) added to its projections. Returns the layer output and the keys/values of past + new positions (keys after
     /// RoPE, before the grouped-query repeat), ready to be stored in a cache.
     ///
     /// # Shapes
@@ -42,10 +43,11 @@ impl DecoderLayer {
         rope: &RopeCosSin,
         mask: Option<Tensor<4, Bool>>,
         past: Option<&LayerKv>,
+        delta: Option<&dyn LayerDelta>,
     ) -> (Tensor<3>, LayerKv) {
         let h = self.input_layernorm.forward(x.clone());
-        let q = self.self_attn.query(h.clone(), rope);
-        let (k, v) = self.self_attn.key_value(h, rope);
+        let q = self.self_attn.query(h.clone(), rope, delta);
+        let (k, v) = self.self_attn.key_value(h, rope, delta);
         let kv = match past {
             Some(p) if !p.is_empty() => LayerKv {
                 k: Tensor::cat(vec![p.k.clone(), k], 2),
@@ -54,8 +56,11 @@ impl DecoderLayer {
             _ => LayerKv { k, v },
         };
         let a = attention(q, kv.k.clone(), kv.v.clone(), mask);
-        let x = x + self.self_attn.output(a);
-        let out = x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x));
+        let x = x + self.self_attn.output(a, delta);
+        let out = x.clone()
+            + self
+                .mlp
+                .forward(self.post_attention_layernorm.forward(x), delta);
         (out, kv)
     }
 }

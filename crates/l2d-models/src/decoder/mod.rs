@@ -21,6 +21,7 @@ pub mod layer;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
+pub mod projection;
 pub mod rope;
 
 use burn::module::{Module, Param};
@@ -33,6 +34,7 @@ pub use layer::DecoderLayer;
 pub use linear::{FUSED_MAX_ROWS, FrozenLinear};
 pub use mlp::Mlp;
 pub use norm::RmsNorm;
+pub use projection::{DecoderDelta, LayerDelta, Projection, UnknownProjection};
 pub use rope::{RopeCosSin, RotaryEmbedding, rotate_half};
 
 use crate::config::ModelConfig;
@@ -393,17 +395,7 @@ impl CausalLm {
         self.model
             .layers
             .iter()
-            .flat_map(|l| {
-                [
-                    &l.self_attn.q_proj,
-                    &l.self_attn.k_proj,
-                    &l.self_attn.v_proj,
-                    &l.self_attn.o_proj,
-                    &l.mlp.gate_proj,
-                    &l.mlp.up_proj,
-                    &l.mlp.down_proj,
-                ]
-            })
+            .flat_map(|l| Projection::ALL.map(|p| l.projection(p)))
             .chain(self.lm_head.as_ref())
     }
 
@@ -492,6 +484,22 @@ impl CausalLm {
         cache: Option<&mut KvCache>,
         options: &ForwardOptions,
     ) -> (Tensor<3>, StepContext) {
+        self.forward_hidden_adapted(input_ids, cache, options, None)
+    }
+
+    /// [`CausalLm::forward_hidden`] with `delta`'s updates added to the layers' projections
+    /// (a LoRA adapter; `None` is the frozen model).
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]`
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward_hidden_adapted(
+        &self,
+        input_ids: Tensor<2, Int>,
+        cache: Option<&mut KvCache>,
+        options: &ForwardOptions,
+        delta: Option<&dyn DecoderDelta>,
+    ) -> (Tensor<3>, StepContext) {
         let device = input_ids.device();
         let [_, seq] = input_ids.dims();
         let past = cache.as_ref().map_or(0, |c| c.seq_len());
@@ -500,15 +508,17 @@ impl CausalLm {
         match cache {
             Some(cache) => {
                 for (i, layer) in self.model.layers.iter().enumerate() {
+                    let d = delta.and_then(|d| d.layer(i));
                     let (out, kv) =
-                        layer.forward(h, &context.rope, context.mask(i), cache.layer(i));
+                        layer.forward(h, &context.rope, context.mask(i), cache.layer(i), d);
                     cache.set(i, kv);
                     h = out;
                 }
             }
             None => {
                 for (i, layer) in self.model.layers.iter().enumerate() {
-                    h = layer.forward(h, &context.rope, context.mask(i), None).0;
+                    let d = delta.and_then(|d| d.layer(i));
+                    h = layer.forward(h, &context.rope, context.mask(i), None, d).0;
                 }
             }
         }

@@ -8,36 +8,7 @@ use burn::tensor::Tensor;
 
 use super::mlp::linear_in_dtype;
 use crate::decoder::FrozenLinear;
-
-/// A low-rank delta `(x A B)·scale`.
-#[derive(Module, Debug)]
-pub struct LoraDelta {
-    /// `A`, `[d_in, rank]` (reference key `...flow_X_proj.A`), initialised `N(0, 1/rank²)`.
-    pub a: Param<Tensor<2>>,
-    /// `B`, `[rank, d_out]` (reference key `...flow_X_proj.B`), initialised to zero.
-    pub b: Param<Tensor<2>>,
-    /// `alpha / rank`.
-    pub scale: f64,
-}
-
-impl LoraDelta {
-    /// The delta, in `x`'s dtype.
-    ///
-    /// # Shapes
-    /// - `x`: `[batch, n, d_in]`; output: `[batch, n, d_out]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, d_in] = x.dims();
-        let dtype = x.dtype();
-        let a = self.a.val().cast(dtype);
-        let bm = self.b.val().cast(dtype);
-        let d_out = bm.dims()[1];
-        x.reshape([b * n, d_in])
-            .matmul(a)
-            .matmul(bm)
-            .mul_scalar(self.scale)
-            .reshape([b, n, d_out])
-    }
-}
+pub use crate::lora::LoraDelta;
 
 /// One projection of the diffusion path.
 #[derive(Module, Debug)]
