@@ -32,7 +32,7 @@ use super::path::{BaseSummary, DiffusionPath};
 use super::projection::FlowProjection;
 use super::source::FileSource;
 use crate::config::ModelConfig;
-use crate::decoder::CausalLm;
+use crate::decoder::{CausalLm, Projection};
 use crate::l2d_config::L2dConfig;
 use crate::loading::expected_tensors;
 use crate::weights::{
@@ -251,19 +251,9 @@ pub fn base_fingerprint(model: &CausalLm) -> String {
     }
     let mut blocks = std::collections::HashMap::new();
     for (l, layer) in model.model.layers.iter().enumerate() {
-        let a = &layer.self_attn;
-        let m = &layer.mlp;
-        for (name, p) in [
-            ("self_attn.q_proj", &a.q_proj),
-            ("self_attn.k_proj", &a.k_proj),
-            ("self_attn.v_proj", &a.v_proj),
-            ("self_attn.o_proj", &a.o_proj),
-            ("mlp.gate_proj", &m.gate_proj),
-            ("mlp.up_proj", &m.up_proj),
-            ("mlp.down_proj", &m.down_proj),
-        ] {
-            if let Some(q) = &p.quantized {
-                blocks.insert(format!("model.layers.{l}.{name}.weight"), q.clone());
+        for p in Projection::ALL {
+            if let Some(q) = &layer.projection(p).quantized {
+                blocks.insert(format!("model.layers.{l}.{}.weight", p.path()), q.clone());
             }
         }
     }
