@@ -41,6 +41,9 @@
 //! ```
 
 pub mod diffusion;
+mod diffusion_error;
+mod options;
+mod stats;
 mod step;
 mod text;
 

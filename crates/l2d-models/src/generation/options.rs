@@ -1,0 +1,254 @@
+//! The options of diffusion generation: how each token is integrated (base, a fixed grid, an
+//! adaptive solver), the x1 estimate and its temperature, guidance, and the NFE budget.
+
+use burn::tensor::DType;
+use l2d_core::TemperatureSchedule;
+use l2d_solvers::{EndpointPolicy, Method};
+
+/// What an adaptive solve does when it would exceed its `max_nfe` budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BudgetPolicy {
+    /// Fail with [`DiffusionGenerationError::BudgetExceeded`](super::DiffusionGenerationError::BudgetExceeded).
+    #[default]
+    Error,
+    /// Solve that row again on a fixed uniform grid of `steps` steps of the same method
+    /// (the evaluations already spent are counted in [`TokenStats::nfe`](super::TokenStats::nfe), so a token may cost
+    /// up to `max_nfe + steps·stages + 1`).
+    FixedGrid {
+        /// Solver steps of the fallback.
+        steps: usize,
+    },
+}
+
+/// How the flow state of a new token is integrated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DiffusionMode {
+    /// No diffusion: the frozen model's logits.
+    Base,
+    /// `steps` solver steps over a uniform grid of `steps + 1` points (0 steps = `Base`).
+    Fixed {
+        /// Solver steps.
+        steps: usize,
+        /// The method (adaptive methods run on the grid without error control).
+        method: Method,
+    },
+    /// Error-controlled steps from `t = 0` to the final time.
+    Adaptive {
+        /// A method with an error estimate (bosh3, dopri5, tsit5, fehlberg2, adaptive_heun).
+        method: Method,
+        /// Relative tolerance.
+        rtol: f64,
+        /// Absolute tolerance.
+        atol: f64,
+        /// Most solver evaluations per token and row.
+        max_nfe: Option<usize>,
+        /// What happens at the budget.
+        on_budget: BudgetPolicy,
+    },
+}
+
+/// The x1 estimate formed from the logits at each evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum X1Estimate {
+    /// The table row of a token drawn from `softmax(logits / T)` (the released configs).
+    Sample,
+    /// `softmax(logits / T) · table`.
+    Average,
+    /// The table row of the most likely token (temperature 0, whatever the schedule).
+    Argmax,
+    /// The reference's `clamp_predictions`.
+    Clamp,
+}
+
+/// Where the temperature schedule is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum TemperatureOffset {
+    /// The reference's `T(t + Δ)`: Δ the grid step for euler, heun2 and rk4, half of it for
+    /// midpoint, 0 for adaptive methods ([`reference_temperature_offset`](crate::diffusion::reference_temperature_offset)).
+    #[default]
+    Reference,
+    /// `T(t)`.
+    None,
+    /// `T(t + offset)`.
+    Fixed(f64),
+}
+
+/// Classifier-free guidance toward a class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuidanceOptions {
+    /// The class label of every row (`0..num_classes`; `num_classes` is the null class).
+    pub class: usize,
+    /// `w` in `v = w·v(class) + (1 - w)·v(null)`; 1 conditions without the unconditional
+    /// branch.
+    pub weight: f64,
+    /// Guidance only for `t` in `[start, end]`.
+    pub interval: Option<(f64, f64)>,
+}
+
+/// Options of diffusion generation. `None` fields take the adapter configuration's values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffusionOptions {
+    /// How the flow state is integrated.
+    pub mode: DiffusionMode,
+    /// The x1 estimate (default: the adapter's `nstep_x1_estimation`).
+    pub x1_estimate: Option<X1Estimate>,
+    /// The temperature schedule of the x1 estimate (default: the adapter's
+    /// `nstep_temperature_schedule`).
+    pub temperature: Option<TemperatureSchedule>,
+    /// Where the schedule is evaluated.
+    pub temperature_offset: TemperatureOffset,
+    /// Classifier-free guidance.
+    pub guidance: Option<GuidanceOptions>,
+    /// Seed of the noise and of the `sample` estimator (see the module docs).
+    pub seed: u64,
+    /// The ODE state's dtype (default: f64 as the reference on the CPU (`flex`), f32 on other
+    /// devices).
+    pub state_dtype: Option<DType>,
+    /// Answer evaluations at `t = 0` from the frozen pass (exact when the adapter preserves
+    /// the frozen model at `t = 0`, as every released one does; ignored otherwise).
+    pub fused_first_evaluation: bool,
+    /// Reuse every time's modulations within a generation call (fixed grids only).
+    pub cache_conditioning: bool,
+    /// The end-point policy (default: zero velocity at `t ≥` the final time).
+    pub endpoint: Option<EndpointPolicy>,
+    /// Check each token's final flow state for NaN / infinity (one host read per token).
+    pub check_finite: bool,
+    /// Smallest adaptive step, always accepted (default 0, torchdiffeq's). The velocity is
+    /// singular at `t = 1`; a field that is not contractive there (an untrained path) can
+    /// drive the step size to underflow just before it, which a positive minimum (e.g.
+    /// `1e-6`) prevents at the cost of error control over that last stretch.
+    pub adaptive_min_step: f64,
+}
+
+impl Default for DiffusionOptions {
+    /// The paper's default: midpoint, 7 steps (8 grid points, 15 NFE), seed 0.
+    fn default() -> Self {
+        Self::fixed(7)
+    }
+}
+
+impl DiffusionOptions {
+    /// No diffusion.
+    pub fn base() -> Self {
+        Self {
+            mode: DiffusionMode::Base,
+            ..Self::fixed(0)
+        }
+    }
+
+    /// `steps` midpoint steps.
+    pub fn fixed(steps: usize) -> Self {
+        Self {
+            mode: DiffusionMode::Fixed {
+                steps,
+                method: Method::Midpoint,
+            },
+            x1_estimate: None,
+            temperature: None,
+            temperature_offset: TemperatureOffset::Reference,
+            guidance: None,
+            seed: 0,
+            state_dtype: None,
+            fused_first_evaluation: true,
+            cache_conditioning: true,
+            endpoint: None,
+            check_finite: true,
+            adaptive_min_step: 0.0,
+        }
+    }
+
+    /// An adaptive solve with `method` and tolerances, no budget.
+    pub fn adaptive(method: Method, rtol: f64, atol: f64) -> Self {
+        Self {
+            mode: DiffusionMode::Adaptive {
+                method,
+                rtol,
+                atol,
+                max_nfe: None,
+                on_budget: BudgetPolicy::Error,
+            },
+            ..Self::fixed(0)
+        }
+    }
+
+    /// Sets the fixed-grid method (no effect on other modes).
+    pub fn with_method(mut self, m: Method) -> Self {
+        match &mut self.mode {
+            DiffusionMode::Fixed { method, .. } | DiffusionMode::Adaptive { method, .. } => {
+                *method = m
+            }
+            DiffusionMode::Base => {}
+        }
+        self
+    }
+
+    /// Sets the adaptive budget and its policy (no effect on other modes).
+    pub fn with_max_nfe(mut self, budget: usize, policy: BudgetPolicy) -> Self {
+        if let DiffusionMode::Adaptive {
+            max_nfe, on_budget, ..
+        } = &mut self.mode
+        {
+            *max_nfe = Some(budget);
+            *on_budget = policy;
+        }
+        self
+    }
+
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets the x1 estimate.
+    pub fn with_x1_estimate(mut self, estimate: X1Estimate) -> Self {
+        self.x1_estimate = Some(estimate);
+        self
+    }
+
+    /// Sets the temperature schedule.
+    pub fn with_temperature(mut self, schedule: TemperatureSchedule) -> Self {
+        self.temperature = Some(schedule);
+        self
+    }
+
+    /// Guides toward `class` with weight `weight`.
+    pub fn with_guidance(mut self, class: usize, weight: f64) -> Self {
+        self.guidance = Some(GuidanceOptions {
+            class,
+            weight,
+            interval: None,
+        });
+        self
+    }
+
+    /// Turns the fused first evaluation on or off.
+    pub fn with_fused_first_evaluation(mut self, on: bool) -> Self {
+        self.fused_first_evaluation = on;
+        self
+    }
+
+    /// Sets the ODE state's dtype.
+    pub fn with_state_dtype(mut self, dtype: DType) -> Self {
+        self.state_dtype = Some(dtype);
+        self
+    }
+
+    /// Whether the mode integrates anything.
+    pub fn is_diffusion(&self) -> bool {
+        !matches!(
+            self.mode,
+            DiffusionMode::Base | DiffusionMode::Fixed { steps: 0, .. }
+        )
+    }
+
+    /// The paper's NFE per token of a fixed mode (`steps·stages + 1`), `None` for adaptive
+    /// modes, 0 for the base.
+    pub fn nominal_nfe(&self) -> Option<usize> {
+        match self.mode {
+            DiffusionMode::Base | DiffusionMode::Fixed { steps: 0, .. } => Some(0),
+            DiffusionMode::Fixed { steps, method } => Some(steps * method.tableau().stages() + 1),
+            DiffusionMode::Adaptive { .. } => None,
+        }
+    }
+}
