@@ -8,7 +8,7 @@ use l2d_models::chat_template::ChatMessage;
 use l2d_models::decoder::CausalLm;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
 use l2d_models::generation::{
-    BaseStep, BudgetPolicy, DiffusionOptions, Flow, GenerationConfig, Generator, TokenStep,
+    BaseStep, DiffusionOptions, Flow, GenerationConfig, Generator, TokenStep,
 };
 use l2d_models::lora::DecoderLora;
 use l2d_models::pretrained::{LoadOptions, Pretrained, WeightFormat};
@@ -203,23 +203,7 @@ pub fn evaluate_with_step<S: TokenStep + ?Sized>(
 /// The generator options of a diffusion setting (the base setting: none), with `seed` for
 /// the noise.
 pub fn diffusion_options(setting: Setting, seed: u64) -> DiffusionOptions {
-    let options = match setting {
-        Setting::Base | Setting::Lora => DiffusionOptions::base(),
-        Setting::Fixed { steps, solver } => DiffusionOptions::fixed(steps).with_method(solver),
-        Setting::Adaptive {
-            solver,
-            rtol,
-            atol,
-            max_nfe,
-        } => {
-            let o = DiffusionOptions::adaptive(solver, rtol, atol);
-            match max_nfe {
-                Some(m) => o.with_max_nfe(m, BudgetPolicy::Error),
-                None => o,
-            }
-        }
-    };
-    options.with_seed(seed)
+    DiffusionOptions::from_mode(setting.mode()).with_seed(seed)
 }
 
 /// Evaluates one setting of the sweep on a loaded model: `base` with the frozen model, `lora`

@@ -4,21 +4,21 @@
 use std::fmt;
 use std::str::FromStr;
 
+use l2d_models::generation::{BudgetPolicy, DiffusionMode};
 use l2d_solvers::tableau::Method;
 use serde::{Deserialize, Serialize};
 
-/// Default fixed-grid solver (the authors' default, `midpoint`).
-pub const DEFAULT_FIXED_SOLVER: Method = Method::Midpoint;
-/// Default adaptive solver.
-pub const DEFAULT_ADAPTIVE_SOLVER: Method = Method::Dopri5;
-/// Default adaptive tolerances (the authors' `rtol = atol = 1e-5`).
-pub const DEFAULT_TOLERANCE: f64 = 1e-5;
+pub use l2d_models::generation::{
+    DEFAULT_ADAPTIVE_METHOD as DEFAULT_ADAPTIVE_SOLVER,
+    DEFAULT_FIXED_METHOD as DEFAULT_FIXED_SOLVER, DEFAULT_TOLERANCE,
+};
 
 /// One point of a sweep.
 ///
-/// Text forms (for `--settings`, comma-separated):
+/// Text forms (for `--settings`, comma-separated): `lora` (the model with a LoRA adapter,
+/// `--lora FILE`, folded into its weights), or a diffusion setting in the grammar of
+/// [`DiffusionMode`]:
 /// - `base`: the frozen model alone;
-/// - `lora`: the model with a LoRA adapter (`--lora FILE`) folded into its weights;
 /// - `N` or `steps=N`, optionally `:SOLVER` (`8`, `16:euler`): diffusion over a fixed grid of
 ///   `N` steps (default solver `midpoint`);
 /// - `adaptive` with optional `:SOLVER`, `:rtol=X`, `:atol=Y`, `:max-nfe=N` parts
@@ -97,110 +97,76 @@ impl Setting {
     }
 }
 
-impl fmt::Display for Setting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Setting::Base => f.write_str("base"),
-            Setting::Lora => f.write_str("lora"),
-            Setting::Fixed { steps, solver } => write!(f, "steps={steps}:{solver}"),
+impl Setting {
+    /// The diffusion mode of this setting (`base` and `lora` integrate nothing).
+    pub fn mode(&self) -> DiffusionMode {
+        match *self {
+            Setting::Base | Setting::Lora => DiffusionMode::Base,
+            Setting::Fixed { steps, solver } => DiffusionMode::Fixed {
+                steps,
+                method: solver,
+            },
             Setting::Adaptive {
                 solver,
                 rtol,
                 atol,
                 max_nfe,
-            } => {
-                write!(
-                    f,
-                    "adaptive:{solver}:rtol={}:atol={}",
-                    num(*rtol),
-                    num(*atol)
-                )?;
-                if let Some(n) = max_nfe {
-                    write!(f, ":max-nfe={n}")?;
-                }
-                Ok(())
-            }
+            } => DiffusionMode::Adaptive {
+                method: solver,
+                rtol,
+                atol,
+                max_nfe,
+                on_budget: BudgetPolicy::Error,
+            },
         }
     }
 }
 
-fn num(x: f64) -> String {
-    let s = format!("{x}");
-    if s.len() > 12 { format!("{x:e}") } else { s }
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Setting::Lora => f.write_str("lora"),
+            other => other.mode().fmt(f),
+        }
+    }
 }
 
 impl FromStr for Setting {
     type Err = String;
 
+    /// `lora`, or a [`DiffusionMode`] in its grammar (without `fallback`: a sweep's budget
+    /// fails a token instead of re-solving it).
     fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let mut parts = s.split(':');
-        let head = parts.next().unwrap_or_default();
-        if head == "base" || head == "lora" {
-            return match parts.next() {
-                None if head == "base" => Ok(Setting::Base),
-                None => Ok(Setting::Lora),
-                Some(p) => Err(format!("`{head}` takes no options, found {p:?} in {s:?}")),
-            };
+        if s.trim() == "lora" {
+            return Ok(Setting::Lora);
         }
-        if head == "adaptive" {
-            let (mut solver, mut rtol, mut atol, mut max_nfe) = (
-                DEFAULT_ADAPTIVE_SOLVER,
-                DEFAULT_TOLERANCE,
-                DEFAULT_TOLERANCE,
-                None,
-            );
-            for part in parts {
-                let positive = |v: &str, what: &str| -> Result<f64, String> {
-                    v.parse::<f64>()
-                        .ok()
-                        .filter(|x| x.is_finite() && *x > 0.0)
-                        .ok_or_else(|| format!("{what} must be a positive number, got {v:?}"))
-                };
-                match part.split_once('=') {
-                    Some(("rtol", v)) => rtol = positive(v, "rtol")?,
-                    Some(("atol", v)) => atol = positive(v, "atol")?,
-                    Some(("max-nfe" | "max_nfe", v)) => {
-                        max_nfe = Some(
-                            v.parse::<usize>()
-                                .ok()
-                                .filter(|&n| n > 0)
-                                .ok_or_else(|| format!("max-nfe must be >= 1, got {v:?}"))?,
-                        )
-                    }
-                    Some((k, _)) => return Err(format!("unknown adaptive option {k:?} in {s:?}")),
-                    None => solver = parse_method(part)?,
-                }
-            }
-            if !solver.is_adaptive() {
-                return Err(format!(
-                    "solver {solver} has no error estimate and cannot be adaptive; use \
-                     `steps=N:{solver}` or an adaptive solver (bosh3, dopri5, tsit5, ...)"
-                ));
-            }
-            return Ok(Setting::Adaptive {
-                solver,
+        if s.trim().starts_with("lora:") {
+            return Err(format!("`lora` takes no options, found {s:?}"));
+        }
+        match s.parse::<DiffusionMode>().map_err(|e| e.to_string())? {
+            DiffusionMode::Base => Ok(Setting::Base),
+            DiffusionMode::Fixed { steps, method } => Ok(Setting::Fixed {
+                steps,
+                solver: method,
+            }),
+            DiffusionMode::Adaptive {
+                on_budget: BudgetPolicy::FixedGrid { .. },
+                ..
+            } => Err(format!(
+                "{s:?}: `fallback` is not a sweep setting (a token over budget fails)"
+            )),
+            DiffusionMode::Adaptive {
+                method,
                 rtol,
                 atol,
                 max_nfe,
-            });
+                ..
+            } => Ok(Setting::Adaptive {
+                solver: method,
+                rtol,
+                atol,
+                max_nfe,
+            }),
         }
-        let steps_text = head.strip_prefix("steps=").unwrap_or(head);
-        let steps = steps_text.parse::<usize>().map_err(|_| {
-            format!(
-                "unknown setting {s:?}; expected `base`, `lora`, `N[:SOLVER]` or `adaptive[:...]`"
-            )
-        })?;
-        if steps == 0 {
-            return Err("diffusion steps must be at least 1 (use `base` for none)".into());
-        }
-        let solver = match parts.next() {
-            None => DEFAULT_FIXED_SOLVER,
-            Some(name) => parse_method(name)?,
-        };
-        if let Some(extra) = parts.next() {
-            return Err(format!("unexpected {extra:?} in {s:?}"));
-        }
-        Ok(Setting::Fixed { steps, solver })
     }
 }

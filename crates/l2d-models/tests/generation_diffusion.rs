@@ -611,3 +611,54 @@ fn invalid_options_are_typed_errors() {
         .to_string();
     assert!(e.contains("does not fit this base model"), "{e}");
 }
+
+#[test]
+fn diffusion_modes_round_trip_through_their_text_and_bad_text_is_refused() {
+    let modes = [
+        DiffusionMode::Base,
+        DiffusionMode::Fixed {
+            steps: 7,
+            method: l2d_solvers::Method::Midpoint,
+        },
+        DiffusionMode::Fixed {
+            steps: 1,
+            method: l2d_solvers::Method::Euler,
+        },
+        DiffusionMode::Adaptive {
+            method: l2d_solvers::Method::Bosh3,
+            rtol: 1e-3,
+            atol: 2.5e-7,
+            max_nfe: Some(64),
+            on_budget: BudgetPolicy::FixedGrid { steps: 4 },
+        },
+        DiffusionMode::Adaptive {
+            method: l2d_solvers::Method::Dopri5,
+            rtol: 1e-5,
+            atol: 1e-5,
+            max_nfe: None,
+            on_budget: BudgetPolicy::Error,
+        },
+    ];
+    for mode in modes {
+        let text = mode.to_string();
+        assert_eq!(text.parse::<DiffusionMode>(), Ok(mode), "{text}");
+    }
+    // The options a setting gives are the options of its mode.
+    let options = DiffusionOptions::from_mode("3:heun2".parse().unwrap());
+    assert_eq!(options.nominal_nfe(), Some(3 * 2 + 1));
+    for (bad, needle) in [
+        ("0", "at least 1"),
+        ("steps=x", "unknown setting"),
+        ("7:midpoint:extra", "unexpected"),
+        ("adaptive:euler", "no error estimate"),
+        ("adaptive:fallback=3", "needs a `max-nfe`"),
+        ("adaptive:rtol=-1", "rtol"),
+        ("adaptive:max-nfe=0", "max-nfe"),
+        ("adaptive:speed=2", "unknown adaptive option"),
+        ("base:7", "no options"),
+        ("7:warp", "warp"),
+    ] {
+        let err = bad.parse::<DiffusionMode>().unwrap_err().to_string();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+}

@@ -102,7 +102,8 @@ use crate::tokenizer::Tokenizer;
 
 pub use super::diffusion_error::DiffusionGenerationError;
 pub use super::options::{
-    BudgetPolicy, DiffusionMode, DiffusionOptions, GuidanceOptions, TemperatureOffset, X1Estimate,
+    BudgetPolicy, DEFAULT_ADAPTIVE_METHOD, DEFAULT_FIXED_METHOD, DEFAULT_TOLERANCE, DiffusionMode,
+    DiffusionOptions, GuidanceOptions, InvalidDiffusionMode, TemperatureOffset, X1Estimate,
 };
 pub use super::stats::{DiffusionOutput, DiffusionStats, TokenStats};
 

@@ -48,9 +48,10 @@ mod step;
 mod text;
 
 pub use diffusion::{
-    BudgetPolicy, DiffusionGenerationError, DiffusionMode, DiffusionOptions, DiffusionOutput,
-    DiffusionStats, DiffusionStep, Generator, GuidanceOptions, MAX_NFE_PER_TOKEN, MAX_SOLVER_STEPS,
-    TemperatureOffset, TokenStats, X1Estimate,
+    BudgetPolicy, DEFAULT_ADAPTIVE_METHOD, DEFAULT_FIXED_METHOD, DEFAULT_TOLERANCE,
+    DiffusionGenerationError, DiffusionMode, DiffusionOptions, DiffusionOutput, DiffusionStats,
+    DiffusionStep, Generator, GuidanceOptions, InvalidDiffusionMode, MAX_NFE_PER_TOKEN,
+    MAX_SOLVER_STEPS, TemperatureOffset, TokenStats, X1Estimate,
 };
 pub use step::{BaseStep, TokenStep};
 pub use text::{StreamingText, TextDelta};

@@ -1,9 +1,19 @@
 //! The options of diffusion generation: how each token is integrated (base, a fixed grid, an
 //! adaptive solver), the x1 estimate and its temperature, guidance, and the NFE budget.
 
+use std::fmt;
+use std::str::FromStr;
+
 use burn::tensor::DType;
 use l2d_core::TemperatureSchedule;
 use l2d_solvers::{EndpointPolicy, Method};
+
+/// The fixed-grid method of a mode written without one (the authors' default, `midpoint`).
+pub const DEFAULT_FIXED_METHOD: Method = Method::Midpoint;
+/// The adaptive method of a mode written without one.
+pub const DEFAULT_ADAPTIVE_METHOD: Method = Method::Dopri5;
+/// The adaptive tolerances of a mode written without them (the authors' `rtol = atol = 1e-5`).
+pub const DEFAULT_TOLERANCE: f64 = 1e-5;
 
 /// What an adaptive solve does when it would exceed its `max_nfe` budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,6 +31,25 @@ pub enum BudgetPolicy {
 }
 
 /// How the flow state of a new token is integrated.
+///
+/// Its text form is the one grammar of a diffusion setting (`l2d eval --settings`, reports,
+/// configurations):
+/// - `base`: the frozen model;
+/// - `N` or `steps=N`, optionally `:METHOD`: `N` steps over a uniform grid (default
+///   `midpoint`);
+/// - `adaptive` with optional `:METHOD`, `:rtol=X`, `:atol=Y`, `:max-nfe=N` and, with a
+///   budget, `:fallback=N` (re-solve on a grid of `N` steps at the budget instead of failing).
+///
+/// ```
+/// use l2d_models::generation::DiffusionMode;
+///
+/// let m: DiffusionMode = "adaptive:bosh3:rtol=1e-3:max-nfe=32".parse()?;
+/// assert_eq!(m.to_string(), "adaptive:bosh3:rtol=0.001:atol=0.00001:max-nfe=32");
+/// assert_eq!("8".parse::<DiffusionMode>()?.to_string(), "steps=8:midpoint");
+/// assert_eq!("base".parse::<DiffusionMode>()?, DiffusionMode::Base);
+/// assert!("adaptive:euler".parse::<DiffusionMode>().is_err()); // no error estimate
+/// # Ok::<(), l2d_models::generation::InvalidDiffusionMode>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DiffusionMode {
     /// No diffusion: the frozen model's logits.
@@ -45,6 +74,138 @@ pub enum DiffusionMode {
         /// What happens at the budget.
         on_budget: BudgetPolicy,
     },
+}
+
+/// A diffusion mode's text that does not parse (the message says why).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDiffusionMode(pub String);
+
+fn parse_method(name: &str) -> Result<Method, InvalidDiffusionMode> {
+    name.parse()
+        .map_err(|e: l2d_solvers::UnknownMethod| InvalidDiffusionMode(e.to_string()))
+}
+
+/// A number as the grammar writes it (short decimals, else scientific).
+fn number(x: f64) -> String {
+    let s = format!("{x}");
+    if s.len() > 12 { format!("{x:e}") } else { s }
+}
+
+impl fmt::Display for DiffusionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiffusionMode::Base => f.write_str("base"),
+            DiffusionMode::Fixed { steps, method } => write!(f, "steps={steps}:{method}"),
+            DiffusionMode::Adaptive {
+                method,
+                rtol,
+                atol,
+                max_nfe,
+                on_budget,
+            } => {
+                write!(
+                    f,
+                    "adaptive:{method}:rtol={}:atol={}",
+                    number(*rtol),
+                    number(*atol)
+                )?;
+                if let Some(n) = max_nfe {
+                    write!(f, ":max-nfe={n}")?;
+                }
+                if let BudgetPolicy::FixedGrid { steps } = on_budget {
+                    write!(f, ":fallback={steps}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl FromStr for DiffusionMode {
+    type Err = InvalidDiffusionMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |m: String| Err(InvalidDiffusionMode(m));
+        let s = s.trim();
+        let mut parts = s.split(':');
+        let head = parts.next().unwrap_or_default();
+        if head == "base" {
+            return match parts.next() {
+                None => Ok(DiffusionMode::Base),
+                Some(p) => bad(format!("`base` takes no options, found {p:?} in {s:?}")),
+            };
+        }
+        if head == "adaptive" {
+            let (mut method, mut rtol, mut atol) = (
+                DEFAULT_ADAPTIVE_METHOD,
+                DEFAULT_TOLERANCE,
+                DEFAULT_TOLERANCE,
+            );
+            let (mut max_nfe, mut fallback) = (None, None);
+            for part in parts {
+                let positive = |v: &str, what: &str| {
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite() && *x > 0.0)
+                        .ok_or_else(|| {
+                            InvalidDiffusionMode(format!(
+                                "{what} must be a positive number, got {v:?}"
+                            ))
+                        })
+                };
+                let count = |v: &str, what: &str| {
+                    v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        InvalidDiffusionMode(format!("{what} must be >= 1, got {v:?}"))
+                    })
+                };
+                match part.split_once('=') {
+                    Some(("rtol", v)) => rtol = positive(v, "rtol")?,
+                    Some(("atol", v)) => atol = positive(v, "atol")?,
+                    Some(("max-nfe" | "max_nfe", v)) => max_nfe = Some(count(v, "max-nfe")?),
+                    Some(("fallback", v)) => fallback = Some(count(v, "fallback")?),
+                    Some((k, _)) => return bad(format!("unknown adaptive option {k:?} in {s:?}")),
+                    None => method = parse_method(part)?,
+                }
+            }
+            if !method.is_adaptive() {
+                return bad(format!(
+                    "solver {method} has no error estimate and cannot be adaptive; use \
+                     `steps=N:{method}` or an adaptive solver (bosh3, dopri5, tsit5, ...)"
+                ));
+            }
+            if fallback.is_some() && max_nfe.is_none() {
+                return bad(format!("`fallback` needs a `max-nfe` budget in {s:?}"));
+            }
+            return Ok(DiffusionMode::Adaptive {
+                method,
+                rtol,
+                atol,
+                max_nfe,
+                on_budget: match fallback {
+                    Some(steps) => BudgetPolicy::FixedGrid { steps },
+                    None => BudgetPolicy::Error,
+                },
+            });
+        }
+        let steps_text = head.strip_prefix("steps=").unwrap_or(head);
+        let Ok(steps) = steps_text.parse::<usize>() else {
+            return bad(format!(
+                "unknown setting {s:?}; expected `base`, `N[:SOLVER]` or `adaptive[:...]`"
+            ));
+        };
+        if steps == 0 {
+            return bad("diffusion steps must be at least 1 (use `base` for none)".into());
+        }
+        let method = match parts.next() {
+            None => DEFAULT_FIXED_METHOD,
+            Some(name) => parse_method(name)?,
+        };
+        if let Some(extra) = parts.next() {
+            return bad(format!("unexpected {extra:?} in {s:?}"));
+        }
+        Ok(DiffusionMode::Fixed { steps, method })
+    }
 }
 
 /// The x1 estimate formed from the logits at each evaluation.
@@ -141,7 +302,7 @@ impl DiffusionOptions {
         Self {
             mode: DiffusionMode::Fixed {
                 steps,
-                method: Method::Midpoint,
+                method: DEFAULT_FIXED_METHOD,
             },
             x1_estimate: None,
             temperature: None,
@@ -154,6 +315,15 @@ impl DiffusionOptions {
             endpoint: None,
             check_finite: true,
             adaptive_min_step: 0.0,
+        }
+    }
+
+    /// The default options with `mode` (for example a parsed setting:
+    /// `DiffusionOptions::from_mode("adaptive:bosh3".parse()?)`).
+    pub fn from_mode(mode: DiffusionMode) -> Self {
+        Self {
+            mode,
+            ..Self::fixed(0)
         }
     }
 
