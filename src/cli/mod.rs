@@ -28,10 +28,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use l2d_core::TemperatureSchedule;
+use l2d_core::X1Estimator;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionError, DiffusionPath};
 use l2d_models::generation::{
     BudgetPolicy, DiffusionGenerationError, DiffusionOptions, DiffusionStats, GenerationConfig,
-    GenerationError, GenerationOutput, GuidanceOptions, StopReason, X1Estimate,
+    GenerationError, GenerationOutput, GuidanceOptions, StopReason,
 };
 use l2d_models::l2d_config::{L2dConfig, L2dConfigError};
 use l2d_models::lora::DecoderLora;
@@ -382,18 +383,10 @@ impl DiffusionArgs {
         options.seed = self.seed;
         options.fused_first_evaluation = !self.no_fuse;
         if let Some(x1) = &self.x1 {
-            options.x1_estimate = Some(match x1.as_str() {
-                "sample" => X1Estimate::Sample,
-                "average" => X1Estimate::Average,
-                "argmax" => X1Estimate::Argmax,
-                "clamp" => X1Estimate::Clamp,
-                other => {
-                    return Err(invalid(
-                        "--x1",
-                        format!("{other:?}; expected sample, average, argmax or clamp"),
-                    ));
-                }
-            });
+            options.x1_estimate = Some(
+                x1.parse::<X1Estimator>()
+                    .map_err(|e| invalid("--x1", e.to_string()))?,
+            );
         }
         if let Some(t) = &self.x1_temperature {
             options.temperature = Some(

@@ -18,9 +18,10 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use l2d_core::TemperatureSchedule;
+use l2d_core::X1Estimator;
 use l2d_models::decoder::CausalLm;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
-use l2d_models::generation::{DiffusionMode, DiffusionOptions, X1Estimate};
+use l2d_models::generation::{DiffusionMode, DiffusionOptions};
 use l2d_solvers::Method;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -628,7 +629,7 @@ pub fn run_quickstart(
             v.push((
                 "average T=1",
                 base_options
-                    .with_x1_estimate(X1Estimate::Average)
+                    .with_x1_estimate(X1Estimator::Average)
                     .with_temperature(TemperatureSchedule::Constant(1.0)),
             ));
         }

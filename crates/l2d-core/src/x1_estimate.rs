@@ -30,7 +30,8 @@ use crate::{
 
 /// How the x1 estimate is formed from the token probabilities at a positive temperature.
 ///
-/// Parse `"average"`, `"sample"` or `"clamp"` with [`str::parse`], or the reference's pair
+/// Parse `"average"`, `"sample"`, `"clamp"` or `"argmax"` with [`str::parse`], or the
+/// reference's pair
 /// (`nstep_x1_estimation`, `nstep_clamp_predictions`) with [`X1Estimator::from_reference`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -42,6 +43,9 @@ pub enum X1Estimator {
     Sample,
     /// The row with the largest inner product with the average.
     Clamp,
+    /// The row of the most likely token, at any temperature (what every estimator gives at
+    /// `T <= 0`).
+    Argmax,
 }
 
 impl X1Estimator {
@@ -72,10 +76,11 @@ impl FromStr for X1Estimator {
             "average" => Ok(X1Estimator::Average),
             "sample" => Ok(X1Estimator::Sample),
             "clamp" => Ok(X1Estimator::Clamp),
+            "argmax" => Ok(X1Estimator::Argmax),
             _ => Err(Error::UnknownName {
                 field: "x1_estimator",
                 name: s.to_string(),
-                expected: "average, sample, clamp",
+                expected: "average, sample, clamp, argmax",
             }),
         }
     }
@@ -88,6 +93,7 @@ impl fmt::Display for X1Estimator {
             X1Estimator::Average => "average",
             X1Estimator::Sample => "sample",
             X1Estimator::Clamp => "clamp",
+            X1Estimator::Argmax => "argmax",
         })
     }
 }
@@ -170,13 +176,15 @@ impl X1Estimation {
         rng: &mut HostRng,
     ) -> Result<Tensor<D>> {
         check_temperature(temperature, false)?;
-        if temperature <= 0.0 {
+        if temperature <= 0.0 || self.estimator == X1Estimator::Argmax {
             return x1_argmax(logits, table);
         }
         let estimate = match self.estimator {
             X1Estimator::Average => x1_average(logits, table, temperature)?,
             X1Estimator::Sample => x1_sample(logits, table, temperature, rng)?,
-            X1Estimator::Clamp => return x1_clamp(logits, table, temperature),
+            X1Estimator::Clamp | X1Estimator::Argmax => {
+                return x1_clamp(logits, table, temperature);
+            }
         };
         Ok(match self.renormalize {
             Some(rescaling) => normalize_flow_representation(estimate, rescaling),
@@ -358,4 +366,37 @@ fn check_temperature(temperature: f64, positive: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    #[test]
+    fn names_round_trip_and_argmax_ignores_the_temperature() {
+        for e in [
+            X1Estimator::Average,
+            X1Estimator::Sample,
+            X1Estimator::Clamp,
+            X1Estimator::Argmax,
+        ] {
+            assert_eq!(e.to_string().parse::<X1Estimator>().unwrap(), e);
+        }
+        assert!("mode".parse::<X1Estimator>().is_err());
+        let device = Device::flex();
+        let table = Tensor::<2>::from_floats([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], &device);
+        let logits = Tensor::<2>::from_floats([[0.1, 0.3, 0.2]], &device);
+        let mut rng = HostRng::new(0);
+        let x1 = X1Estimation::new(X1Estimator::Argmax)
+            .estimate(logits.clone(), &table, 2.0, &mut rng)
+            .unwrap();
+        let want = x1_argmax(logits, &table).unwrap();
+        assert_eq!(x1.into_data(), want.into_data());
+        assert_eq!(
+            rng.next_u64(),
+            HostRng::new(0).next_u64(),
+            "no draw consumed"
+        );
+    }
 }

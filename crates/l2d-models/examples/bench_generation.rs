@@ -25,10 +25,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use burn::tensor::{DType, Device, Int, Tensor};
+use l2d_core::X1Estimator;
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::{CausalLm, ForwardOptions, KvCache};
 use l2d_models::diffusion::{DiffusionPath, FlowContext, FlowVelocityField, TimeConditioningCache};
-use l2d_models::generation::{DiffusionOptions, Generator, TokenStep, X1Estimate};
+use l2d_models::generation::{DiffusionOptions, Generator, TokenStep};
 use l2d_models::l2d_config::L2dConfig;
 
 struct Args {
@@ -40,7 +41,7 @@ struct Args {
     iters: usize,
     warmup: usize,
     steps: usize,
-    x1: X1Estimate,
+    x1: X1Estimator,
     fuse: bool,
 }
 
@@ -61,7 +62,7 @@ fn parse_args() -> Result<Args, String> {
         iters: 10,
         warmup: 2,
         steps: 7,
-        x1: X1Estimate::Argmax,
+        x1: X1Estimator::Argmax,
         fuse: true,
     };
     let mut it = std::env::args().skip(1);
@@ -92,9 +93,9 @@ fn parse_args() -> Result<Args, String> {
             "--steps" => a.steps = number(value()?)?,
             "--x1" => {
                 a.x1 = match value()?.as_str() {
-                    "argmax" => X1Estimate::Argmax,
-                    "average" => X1Estimate::Average,
-                    "sample" => X1Estimate::Sample,
+                    "argmax" => X1Estimator::Argmax,
+                    "average" => X1Estimator::Average,
+                    "sample" => X1Estimator::Sample,
                     other => return Err(format!("--x1 {other}: expected argmax, average, sample")),
                 }
             }

@@ -17,7 +17,7 @@ use l2d_models::generation::diffusion::{prompt_key, token_rng};
 use l2d_models::generation::{
     BaseStep, BudgetPolicy, DiffusionGenerationError, DiffusionMode, DiffusionOptions,
     DiffusionStats, Flow, GenerationConfig, GenerationError, GenerationOutput, Generator,
-    StopReason, TokenStep, X1Estimate, generate,
+    StopReason, TokenStep, generate,
 };
 use l2d_models::l2d_config::L2dConfig;
 use l2d_models::sampling::SamplingConfig;
@@ -195,7 +195,7 @@ fn batched_rows_equal_one_prompt_calls() {
         let gentle = gentle_path(&base, 6);
         let mut adaptive = DiffusionOptions::adaptive(Method::Bosh3, 1e-4, 1e-4)
             .with_seed(4)
-            .with_x1_estimate(X1Estimate::Average);
+            .with_x1_estimate(X1Estimator::Average);
         adaptive.adaptive_min_step = 1e-6;
         let modes = [
             // Sampled x1 inside the ODE (per-row generators) and guidance with both branches.
@@ -266,7 +266,7 @@ fn seeds_and_given_noise_follow_the_documented_derivation() {
     let options = |seed| {
         DiffusionOptions::fixed(4)
             .with_seed(seed)
-            .with_x1_estimate(X1Estimate::Average)
+            .with_x1_estimate(X1Estimator::Average)
     };
     let g = |seed| Generator::new(&base, Some(&path), options(seed)).unwrap();
     let (a, la, _) = diffusion_run(&g(1), &prompt, &config);
@@ -448,7 +448,7 @@ fn guidance_runs_both_branches_in_one_forward_and_equals_separate_branches() {
     let steps = 5;
     let config = GenerationConfig::greedy(1);
     let options = |guidance: Option<(usize, f64)>| {
-        let mut o = DiffusionOptions::fixed(steps).with_x1_estimate(X1Estimate::Average);
+        let mut o = DiffusionOptions::fixed(steps).with_x1_estimate(X1Estimator::Average);
         if let Some((c, w)) = guidance {
             o = o.with_guidance(c, w);
         }
@@ -489,7 +489,7 @@ fn adaptive_budgets_stop_with_the_typed_error_or_fall_back() {
     // The average estimate: the `sample` estimator's velocity is random, which no error
     // control can follow.
     let adaptive = DiffusionOptions::adaptive(Method::Dopri5, 1e-4, 1e-4)
-        .with_x1_estimate(X1Estimate::Average);
+        .with_x1_estimate(X1Estimator::Average);
     let g = Generator::new(&base, Some(&path), adaptive.clone()).unwrap();
     let (_, _, free) = diffusion_run(&g, &prompts(), &config);
     let needed = free.tokens[0].nfe.iter().copied().max().unwrap();

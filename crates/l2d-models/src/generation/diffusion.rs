@@ -103,7 +103,7 @@ use crate::tokenizer::Tokenizer;
 pub use super::diffusion_error::DiffusionGenerationError;
 pub use super::options::{
     BudgetPolicy, DEFAULT_ADAPTIVE_METHOD, DEFAULT_FIXED_METHOD, DEFAULT_TOLERANCE, DiffusionMode,
-    DiffusionOptions, GuidanceOptions, InvalidDiffusionMode, TemperatureOffset, X1Estimate,
+    DiffusionOptions, GuidanceOptions, InvalidDiffusionMode, TemperatureOffset,
 };
 pub use super::stats::{DiffusionOutput, DiffusionStats, TokenStats};
 
@@ -218,13 +218,9 @@ impl<'m> Generator<'m> {
             .map_err(|e| invalid("temperature", e.to_string()))?;
         match options.x1_estimate {
             None => {}
-            Some(X1Estimate::Argmax) => temperature = TemperatureSchedule::Constant(0.0),
+            Some(X1Estimator::Argmax) => temperature = TemperatureSchedule::Constant(0.0),
             Some(e) => {
-                estimation.estimator = match e {
-                    X1Estimate::Sample => X1Estimator::Sample,
-                    X1Estimate::Average => X1Estimator::Average,
-                    _ => X1Estimator::Clamp,
-                };
+                estimation.estimator = e;
                 if estimation.estimator == X1Estimator::Clamp {
                     estimation.renormalize = None;
                 } else if config.nstep_normalize_x1_predictions {

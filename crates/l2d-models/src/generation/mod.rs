@@ -51,7 +51,7 @@ pub use diffusion::{
     BudgetPolicy, DEFAULT_ADAPTIVE_METHOD, DEFAULT_FIXED_METHOD, DEFAULT_TOLERANCE,
     DiffusionGenerationError, DiffusionMode, DiffusionOptions, DiffusionOutput, DiffusionStats,
     DiffusionStep, Generator, GuidanceOptions, InvalidDiffusionMode, MAX_NFE_PER_TOKEN,
-    MAX_SOLVER_STEPS, TemperatureOffset, TokenStats, X1Estimate,
+    MAX_SOLVER_STEPS, TemperatureOffset, TokenStats,
 };
 pub use step::{BaseStep, TokenStep};
 pub use text::{StreamingText, TextDelta};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use burn::tensor::DType;
-use l2d_core::TemperatureSchedule;
+use l2d_core::{TemperatureSchedule, X1Estimator};
 use l2d_solvers::{EndpointPolicy, Method};
 
 /// The fixed-grid method of a mode written without one (the authors' default, `midpoint`).
@@ -208,19 +208,6 @@ impl FromStr for DiffusionMode {
     }
 }
 
-/// The x1 estimate formed from the logits at each evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum X1Estimate {
-    /// The table row of a token drawn from `softmax(logits / T)` (the released configs).
-    Sample,
-    /// `softmax(logits / T) · table`.
-    Average,
-    /// The table row of the most likely token (temperature 0, whatever the schedule).
-    Argmax,
-    /// The reference's `clamp_predictions`.
-    Clamp,
-}
-
 /// Where the temperature schedule is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum TemperatureOffset {
@@ -252,7 +239,7 @@ pub struct DiffusionOptions {
     /// How the flow state is integrated.
     pub mode: DiffusionMode,
     /// The x1 estimate (default: the adapter's `nstep_x1_estimation`).
-    pub x1_estimate: Option<X1Estimate>,
+    pub x1_estimate: Option<X1Estimator>,
     /// The temperature schedule of the x1 estimate (default: the adapter's
     /// `nstep_temperature_schedule`).
     pub temperature: Option<TemperatureSchedule>,
@@ -371,7 +358,7 @@ impl DiffusionOptions {
     }
 
     /// Sets the x1 estimate.
-    pub fn with_x1_estimate(mut self, estimate: X1Estimate) -> Self {
+    pub fn with_x1_estimate(mut self, estimate: X1Estimator) -> Self {
         self.x1_estimate = Some(estimate);
         self
     }
