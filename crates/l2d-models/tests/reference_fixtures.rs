@@ -304,10 +304,10 @@ impl Fixture {
             let tol: f64 = format!("{}", self.cases.raw(&c("tol")).f32()[0])
                 .parse()
                 .unwrap();
-            let model_type = path.base_summary().model_type.clone();
+            let architecture = base.config().architecture;
             let mut field = FlowVelocityField::new(path, base, context, table)
                 .map_err(e)?
-                .with_endpoint(reference_endpoint_policy(&model_type, Method::Dopri5));
+                .with_endpoint(reference_endpoint_policy(architecture, Method::Dopri5));
             let solver =
                 Solver::new(Method::Dopri5).with_controller(StepController::adaptive(tol, tol));
             let x0 = self.tensor3(&c("x0"), DType::F64);
@@ -337,10 +337,10 @@ impl Fixture {
             let spec = rest.strip_prefix("guided_").unwrap_or(rest);
             let (method, n) =
                 ode_method(spec).ok_or_else(|| format!("cannot parse the solver of `{case}`"))?;
-            let model_type = path.base_summary().model_type.clone();
+            let architecture = base.config().architecture;
             let mut field = FlowVelocityField::new(path, base, context, table)
                 .map_err(e)?
-                .with_endpoint(reference_endpoint_policy(&model_type, method));
+                .with_endpoint(reference_endpoint_policy(architecture, method));
             if guided {
                 let classes = self.classes(&self.find(case, tensors, &["class", "label"])?);
                 let w = self.scalar(&self.find(case, tensors, &["guidance", "weight", "scale"])?);
@@ -392,11 +392,11 @@ impl Fixture {
         let (noises, ns) = self.cases.f32(&c("noises"));
         let (k, d) = (ns[0], ns[1]);
         let want_ids = self.cases.ids_vec(&c("generated"));
-        let model_type = path.base_summary().model_type.clone();
+        let architecture = base.config().architecture;
         let mut options = DiffusionOptions::fixed(n - 1)
             .with_method(method)
             .with_state_dtype(DType::F64);
-        options.endpoint = Some(reference_endpoint_policy(&model_type, method));
+        options.endpoint = Some(reference_endpoint_policy(architecture, method));
         let generator = Generator::new(base, Some(path), options).map_err(|e| e.to_string())?;
         let noise = Tensor::<3>::from_data(TensorData::new(noises, [k, 1, d]), dev);
         let step = generator

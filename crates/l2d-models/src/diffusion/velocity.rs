@@ -20,6 +20,7 @@ use super::conditioning_cache::{Branches, TimeConditioningCache};
 use super::context::FlowContext;
 use super::error::DiffusionError;
 use super::path::DiffusionPath;
+use crate::config::Architecture;
 use crate::decoder::CausalLm;
 
 /// The time offset at which the reference evaluates its temperature schedule:
@@ -45,11 +46,11 @@ pub fn reference_temperature_offset(method: Method, times: &[f64]) -> f64 {
 /// `t = 1` (`adaptive_heun` is still guarded, caught by its `heun` test). Euler and midpoint
 /// never reach `t = 1`. Use this to reproduce the reference; new code should prefer
 /// [`EndpointPolicy::ZeroAtOrAfter`]`(1.0)`, the default of [`FlowVelocityField::solve`].
-pub fn reference_endpoint_policy(model_type: &str, method: Method) -> EndpointPolicy {
+pub fn reference_endpoint_policy(architecture: Architecture, method: Method) -> EndpointPolicy {
     let guarded = match method {
         Method::Euler | Method::Midpoint => false,
         Method::Heun2 | Method::Rk4Classic | Method::Rk4ThreeEighths | Method::AdaptiveHeun => true,
-        _ => model_type != "qwen2",
+        _ => architecture != Architecture::Qwen2,
     };
     if guarded {
         EndpointPolicy::ZeroAtOrAfter(1.0)
