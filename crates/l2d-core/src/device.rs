@@ -3,7 +3,7 @@
 
 use burn::tensor::Device;
 
-/// The device names this build accepts, `cpu` first.
+/// The device names this build accepts, `cpu` first, `default` last.
 pub fn available_devices() -> Vec<&'static str> {
     let mut names = vec!["cpu"];
     if cfg!(feature = "vulkan") {
@@ -16,6 +16,7 @@ pub fn available_devices() -> Vec<&'static str> {
         names.push("cuda");
         names.push("cuda:N");
     }
+    names.push("default");
     names
 }
 
@@ -32,7 +33,8 @@ pub struct UnknownDevice {
 }
 
 /// The device called `name`: `cpu` / `flex` (the CPU backend), `vulkan` / `wgpu` (the default
-/// adapter) or `cuda` (GPU 0) / `cuda:N` (GPU `N`), the last three when compiled in.
+/// adapter) or `cuda` (GPU 0) / `cuda:N` (GPU `N`), the last three when compiled in, or
+/// `default` (burn's default device: the first backend compiled in).
 ///
 /// ```
 /// assert!(l2d_core::device_by_name("cpu").is_ok());
@@ -45,6 +47,7 @@ pub struct UnknownDevice {
 pub fn device_by_name(name: &str) -> Result<Device, UnknownDevice> {
     match name {
         "cpu" | "flex" => Ok(Device::flex()),
+        "default" => Ok(Device::default()),
         #[cfg(feature = "vulkan")]
         "vulkan" => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "wgpu")]

@@ -64,16 +64,12 @@ pub struct LoadedModel {
     pub template: ChatTemplate,
 }
 
-/// The device named by `train.device`: a name of [`l2d_core::device_by_name`] (`cpu`,
-/// `vulkan`, `wgpu`, `cuda`, `cuda:N`, as built in), or `default` (the first backend built
-/// in).
+/// The device named by `train.device` ([`l2d_core::device_by_name`]: `cpu`, `vulkan`,
+/// `wgpu`, `cuda`, `cuda:N` as built in, or `default`).
 ///
 /// # Errors
 /// [`TrainError::Config`] for a name this build does not have.
 pub fn device_from_name(name: &str) -> Result<Device> {
-    if name == "default" {
-        return Ok(Device::default());
-    }
     l2d_core::device_by_name(name).map_err(|e| TrainError::config("train.device", e.to_string()))
 }
 
