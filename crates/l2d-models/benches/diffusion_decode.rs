@@ -19,6 +19,8 @@
 //! table. `L2D_BENCH_SIZES=smollm2-135m` restricts the sizes; `L2D_BENCH_FORMAT=q4_1` (or
 //! `q8_0`, `q4_0`) holds the frozen projections and head in blocks.
 
+mod support;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -158,13 +160,7 @@ fn time(n: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn sizes() -> Vec<&'static str> {
-    match std::env::var("L2D_BENCH_SIZES") {
-        Ok(list) => SIZES
-            .into_iter()
-            .filter(|s| list.split(',').any(|x| x == *s))
-            .collect(),
-        Err(_) => SIZES.to_vec(),
-    }
+    support::env_filter("L2D_BENCH_SIZES", &SIZES)
 }
 
 fn summary() {

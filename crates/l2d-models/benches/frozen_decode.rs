@@ -11,6 +11,8 @@
 //! `cargo bench -p l2d-models --bench frozen_decode` prints the table, then divan's timings.
 //! `L2D_BENCH_FORMATS=f32,q4_1` restricts the formats.
 
+mod support;
+
 use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor};
@@ -22,13 +24,7 @@ const CONTEXT: usize = 256;
 const FORMATS: [&str; 4] = ["f32", "q8_0", "q4_0", "q4_1"];
 
 fn formats() -> Vec<&'static str> {
-    match std::env::var("L2D_BENCH_FORMATS") {
-        Ok(list) => FORMATS
-            .into_iter()
-            .filter(|f| list.split(',').any(|x| x == *f))
-            .collect(),
-        Err(_) => FORMATS.to_vec(),
-    }
+    support::env_filter("L2D_BENCH_FORMATS", &FORMATS)
 }
 
 /// The model in `format` and a cache holding `CONTEXT` positions.
