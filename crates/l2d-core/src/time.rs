@@ -48,4 +48,12 @@ impl<const D: usize> Time<D> {
             Time::Tensor(_) => None,
         }
     }
+
+    /// All zeros, with the same layout.
+    pub fn zeros_like(&self) -> Self {
+        match self {
+            Time::Scalar(_) => Time::Scalar(0.0),
+            Time::Tensor(t) => Time::Tensor(t.zeros_like()),
+        }
+    }
 }

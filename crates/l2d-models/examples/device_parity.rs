@@ -99,7 +99,7 @@ fn forwards(base: &CausalLm, path: &DiffusionPath, seq: usize) -> (Vec<f64>, Vec
             ids,
             &ForwardOptions::default(),
             x.cast(base.dtype()),
-            &Timesteps::PerPosition(t),
+            &Timesteps::Tensor(t),
             None,
         )
         .expect("the path fits its base");

@@ -59,7 +59,7 @@ proptest! {
             let classes = guided.then(|| ClassLabels::PerSequence(Tensor::from_ints([0, 2], &device)));
             let opts = ForwardOptions::default();
             let frozen = path.frozen_logits(&base, ids.clone(), &opts);
-            let zero = Timesteps::PerPosition(Tensor::zeros([2, 5], &device));
+            let zero = Timesteps::Tensor(Tensor::zeros([2, 5], &device));
             let at0 = path.forward(&base, ids.clone(), &opts, x.clone(), &zero, classes.as_ref()).unwrap();
             prop_assert_eq!(max_diff(at0, frozen.clone()), 0.0, "{}", arch);
             let scalar0 = path.forward(&base, ids.clone(), &opts, x.clone(), &Timesteps::Scalar(0.0), classes.as_ref()).unwrap();
@@ -114,7 +114,7 @@ fn the_diffusion_only_forward_equals_the_joint_one() {
             ids.clone(),
             &opts,
             x.clone(),
-            &Timesteps::PerPosition(t.clone()),
+            &Timesteps::Tensor(t.clone()),
             None,
         )
         .unwrap();
@@ -129,7 +129,7 @@ fn the_diffusion_only_forward_equals_the_joint_one() {
             &base,
             &first,
             x.clone().narrow(1, 2, 2),
-            &Timesteps::PerPosition(t.clone().narrow(1, 2, 2)),
+            &Timesteps::Tensor(t.clone().narrow(1, 2, 2)),
             None,
         )
         .unwrap();
@@ -141,7 +141,7 @@ fn the_diffusion_only_forward_equals_the_joint_one() {
             &base,
             &ctx,
             x.narrow(1, 4, 2),
-            &Timesteps::PerPosition(t.narrow(1, 4, 2)),
+            &Timesteps::Tensor(t.narrow(1, 4, 2)),
             None,
         )
         .unwrap();
@@ -680,7 +680,7 @@ fn bad_inputs_are_typed_errors() {
             ..
         })
     ));
-    let bad_t = Timesteps::PerPosition(Tensor::zeros([1, 2], &device));
+    let bad_t = Timesteps::Tensor(Tensor::zeros([1, 2], &device));
     assert!(matches!(
         plain.forward(&base, ids.clone(), &opts, x, &bad_t, None),
         Err(DiffusionError::Shape {
@@ -772,7 +772,7 @@ fn the_loss_on_the_scored_span_equals_the_full_forward() {
                 ids.clone(),
                 &ForwardOptions::default(),
                 x_t,
-                &Timesteps::PerPosition(t.clone()),
+                &Timesteps::Tensor(t.clone()),
                 None,
             )
             .unwrap();

@@ -238,7 +238,7 @@ impl Fixture {
         };
         if case == "flow" || case == "flow_t0" || case == "flow_class" {
             let (tv, ts) = self.cases.f32(&c("timesteps"));
-            let t = Timesteps::PerPosition(t2(tv, &ts, dev));
+            let t = Timesteps::Tensor(t2(tv, &ts, dev));
             let classes = if case == "flow_class" {
                 Some(self.classes(&self.find(case, tensors, &["class", "label"])?))
             } else {

@@ -3,47 +3,11 @@
 
 use burn::tensor::{Int, Tensor};
 
-/// The times of the flow states given to a forward.
-// A tensor handle is larger than an f64, but a `Timesteps` is built per call, never stored in
-// bulk, so boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum Timesteps {
-    /// One time for every position (ODE integration: the reference's scalar `t`).
-    Scalar(f64),
-    /// A time per position (training), `[batch, n]`.
-    PerPosition(Tensor<2>),
-}
-
-impl From<f64> for Timesteps {
-    fn from(t: f64) -> Self {
-        Timesteps::Scalar(t)
-    }
-}
-
-impl From<Tensor<2>> for Timesteps {
-    fn from(t: Tensor<2>) -> Self {
-        Timesteps::PerPosition(t)
-    }
-}
-
-impl Timesteps {
-    /// The scalar, if this is one.
-    pub fn as_scalar(&self) -> Option<f64> {
-        match self {
-            Timesteps::Scalar(t) => Some(*t),
-            Timesteps::PerPosition(_) => None,
-        }
-    }
-
-    /// All zeros, with the same layout (the reference's `timesteps_at_flow_start`).
-    pub fn zeros_like(&self) -> Timesteps {
-        match self {
-            Timesteps::Scalar(_) => Timesteps::Scalar(0.0),
-            Timesteps::PerPosition(t) => Timesteps::PerPosition(t.zeros_like()),
-        }
-    }
-}
+/// The times of the flow states given to a forward: one scalar for every position (ODE
+/// integration: the reference's scalar `t`), or a time per position (training), `[batch, n]`.
+/// It is [`l2d_core::Time`] of rank 2; `zeros_like` gives the reference's
+/// `timesteps_at_flow_start`.
+pub type Timesteps = l2d_core::Time<2>;
 
 /// Guidance class labels (indices in `0..=num_classes`; `num_classes` is the null class).
 #[derive(Debug, Clone)]

@@ -57,7 +57,7 @@ impl FlowToLmEncoder {
                 };
                 let y = match t {
                     Timesteps::Scalar(t) => norm.apply(x, *t),
-                    Timesteps::PerPosition(t) => {
+                    Timesteps::Tensor(t) => {
                         let [b, n] = t.dims();
                         let t = t.clone().cast(x.dtype()).reshape([b, n, 1]);
                         norm.apply(x, t)

@@ -216,7 +216,7 @@ impl DiffusionPath {
             base,
             &context,
             x_t,
-            &Timesteps::PerPosition(t_span),
+            &Timesteps::Tensor(t_span),
             classes.as_ref(),
         )?;
         let log_probs = log_softmax(logits.clone(), 2);

@@ -33,7 +33,7 @@ pub struct TimeConditioning {
 
 /// Per-position timesteps must be `[batch, n]`.
 fn check_timesteps(t: &Timesteps, b: usize, n: usize) -> Result<(), DiffusionError> {
-    if let Timesteps::PerPosition(tt) = t
+    if let Timesteps::Tensor(tt) = t
         && tt.dims() != [b, n]
     {
         return Err(DiffusionError::Shape {
@@ -153,7 +153,7 @@ impl BaseSummary {
 ///
 /// let ids = Tensor::<2, Int>::from_ints([[1, 5, 7, 9]], &device);
 /// let x_t = Tensor::<3>::zeros([1, 4, 8], &device);
-/// let t = Timesteps::PerPosition(Tensor::<2>::full([1, 4], 0.5, &device));
+/// let t = Timesteps::Tensor(Tensor::<2>::full([1, 4], 0.5, &device));
 /// let logits = path.forward(&base, ids.clone(), &ForwardOptions::default(), x_t, &t, None)?;
 /// // A fresh path is gated to zero: the base model's logits at every t.
 /// let frozen = path.frozen_logits(&base, ids, &ForwardOptions::default());
@@ -834,7 +834,7 @@ impl DiffusionPath {
                         (device, DType::F32),
                     ))
                     .reshape([1, 1, c]),
-                Timesteps::PerPosition(tt) => self
+                Timesteps::Tensor(tt) => self
                     .timestep_embedder
                     .forward(tt.clone().reshape([b * n]))
                     .reshape([b, n, c]),
