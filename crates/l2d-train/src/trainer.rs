@@ -1,4 +1,8 @@
 //! The training run: load the model and data, then step, validate, log and checkpoint.
+//! [`Trainer`] holds a run in progress with one method per part ([`Trainer::start`],
+//! [`Trainer::step`], [`Trainer::log`], [`Trainer::validate`], [`Trainer::checkpoint`],
+//! [`Trainer::finish`]); [`run_objective`] calls them at the configured cadence for any
+//! [`Objective`] (the diffusion path or the LoRA baseline).
 //!
 //! Each optimizer step takes `accumulation_steps` micro-batches from the seeded epoch order
 //! (epochs roll over inside a step), draws each micro-batch's timesteps, noise and class
@@ -429,7 +433,8 @@ pub fn run(
     }
 }
 
-/// [`run`] for one [`Objective`].
+/// [`run`] for one [`Objective`]: [`Trainer::start`], then [`Trainer::step`] with logging,
+/// validation and checkpoints at their cadence, then [`Trainer::finish`].
 ///
 /// # Errors
 /// As [`run`].
@@ -441,267 +446,426 @@ pub fn run_objective<O: Objective>(
     device: &Device,
     progress: &mut dyn TrainProgress,
 ) -> Result<TrainSummary> {
-    let out = &config.output.dir;
-    prepare_run_folder(out, options)?;
-    crate::checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
-    let base = &model.base;
-    let total = total_steps(config, data.train.len());
-    let fingerprint = data_fingerprint(&data.train);
-    let schedule = config.schedule_shape(total);
-    let mut adam = AdamW::new(config.optim.adamw());
-    let t = &config.train;
-    let accum = t.accumulation_steps;
-
-    let resume_from = if options.resume {
-        Some(
-            latest_checkpoint(out)?.ok_or_else(|| TrainError::Checkpoint {
-                path: out.join(crate::checkpoint::CHECKPOINTS),
-                reason: "--resume given but the run folder has no checkpoint".into(),
-            })?,
-        )
-    } else {
-        None
-    };
-    let progress_total = total;
-    let (path, mut step, mut position, mut nonfinite) = match &resume_from {
-        Some(dir) => {
-            let ckpt = load_checkpoint::<O>(dir, base, adam)?;
-            check_resume(dir, &ckpt.state, config, &fingerprint, total)?;
-            adam = ckpt.adam;
-            let s = ckpt.state;
-            (ckpt.adapter, s.step, s.position, s.nonfinite)
-        }
-        None => (O::create(config, base)?, 0, DataPosition::default(), 0),
-    };
-    let mut path = trainable(path, device);
-    let start_step = step;
-    let trainable_params = path.num_params();
-    let mut metrics = Metrics::open(out.join("metrics.jsonl"), resume_from.is_some())?;
-    progress.start(progress_total, step);
-    let longest = data
-        .train
-        .iter()
-        .map(TokenizedExample::len)
-        .max()
-        .unwrap_or(0);
-    let memory = path.memory(base, t.micro_batch_size, longest);
-    progress.line(&format!(
-        "l2d train ({}): {} training sequences ({}), {} validation; {} steps of {} x {} \
-         sequences; {} trainable parameters",
-        O::NAME,
-        data.train.len(),
-        data.train_stats,
-        data.validation.len(),
-        total,
-        accum,
-        t.micro_batch_size,
-        trainable_params
-    ));
-    metrics.write(json!({
-        "kind": "start",
-        "step": step,
-        "total_steps": total,
-        "train_sequences": data.train.len(),
-        "validation_sequences": data.validation.len(),
-        "train_data": data.train_stats,
-        "validation_data": data.validation_stats,
-        "trainable_params": trainable_params,
-        "method": config.method,
-        "resumed_from": resume_from.as_ref().map(|p| p.display().to_string()),
-    }))?;
-
-    let mut order = EpochOrder::new(data.train.len(), config.seed, config.data.shuffle);
-    let mut buffer = GradientBuffer::new();
-    let valid_options = ValidationOptions {
-        batch_size: config.validation.batch_size,
-        max_batches: config.validation.max_batches,
-        t_bins: config.validation.t_bins,
-        nstep_grid_points: config.validation.nstep_grid_points,
-        nstep_batches: config.validation.nstep_batches,
-        seed: config.seed,
-        pad_id: data.pad_id,
-    };
-    let mut validations = Vec::new();
-    let mut records = Vec::new();
-    let (mut window_loss, mut window_n, mut window_tokens) = (0.0, 0usize, 0usize);
-    let mut window_start = Instant::now();
-    // Seconds of validation and checkpointing inside the current window (not step time).
-    let mut window_excluded = 0.0f64;
-    let mut window_steps = 0usize;
-    let run_start = Instant::now();
-    let stop_at = options.stop_after.map_or(total, |s| s.min(total));
-
-    let validate = |path: &O| -> Result<Option<ValidationMetrics>> {
-        if data.validation.is_empty() {
-            return Ok(None);
-        }
-        path.validate(base, &data.validation, &valid_options, device)
-            .map(Some)
-    };
-    if step == 0 {
-        let started = Instant::now();
-        if let Some(v) = validate(&path)? {
-            let seconds = started.elapsed().as_secs_f64();
-            progress.line(&valid_line(0, &v));
-            metrics.write(
-                json!({"kind": "validation", "step": 0, "seconds": seconds, "metrics": v}),
-            )?;
-            validations.push((0, v));
-        }
-        window_start = Instant::now();
-    }
-
-    while step < stop_at {
-        let lr = schedule.lr(step);
-        for micro in 0..accum {
-            let indices = order.next_batch(&mut position, t.micro_batch_size);
-            let refs: Vec<&TokenizedExample> = indices.iter().map(|&i| &data.train[i]).collect();
-            let batch = collate(&refs, data.pad_id, device);
-            let mut rng = HostRng::new(config.seed)
-                .derive(TRAIN_STREAM)
-                .derive((step * accum + micro) as u64);
-            let outcome = path.micro_step(base, &batch, &mut rng, 1.0 / accum as f64)?;
-            match outcome.grads {
-                Some(grads) => {
-                    buffer.accumulate(&path, &grads, 1.0);
-                    window_loss += outcome.loss;
-                    window_n += 1;
-                    window_tokens += outcome.scored;
-                }
-                None if outcome.scored == 0 => {}
-                None => {
-                    nonfinite += 1;
-                    progress.line(&format!(
-                        "step {}: micro-batch {micro} has a non-finite loss ({}); skipped",
-                        step + 1,
-                        outcome.loss
-                    ));
-                }
-            }
-            if nonfinite > t.max_nonfinite {
-                return Err(TrainError::NonFinite {
-                    step: step + 1,
-                    count: nonfinite,
-                    limit: t.max_nonfinite,
-                });
-            }
-        }
-        let mut grad_norm = f64::NAN;
-        if !buffer.is_empty() {
-            let outcome = adam.update(path, lr, &mut buffer);
-            (path, grad_norm) = (outcome.module, outcome.grad_norm);
-            if !outcome.applied {
-                nonfinite += 1;
-                progress.line(&format!(
-                    "step {}: non-finite gradient norm; update skipped",
-                    step + 1
-                ));
-                if nonfinite > t.max_nonfinite {
-                    return Err(TrainError::NonFinite {
-                        step: step + 1,
-                        count: nonfinite,
-                        limit: t.max_nonfinite,
-                    });
-                }
-            }
-        }
-        buffer.clear();
-        step += 1;
-        window_steps += 1;
-
-        let log_now = step % t.log_every.max(1) == 0 || step == stop_at;
-        if log_now {
-            let elapsed = (window_start.elapsed().as_secs_f64() - window_excluded).max(0.0);
-            let record = StepRecord {
-                step,
-                loss: if window_n > 0 {
-                    window_loss / window_n as f64
-                } else {
-                    f64::NAN
-                },
-                lr,
-                grad_norm,
-                tokens_per_s: window_tokens as f64 / elapsed.max(1e-9),
-                s_per_step: elapsed / window_steps.max(1) as f64,
-                nonfinite,
-                epoch: position.epoch,
-            };
-            let message = format!(
-                "step {step}/{total} loss {:.4} lr {:.3e} |g| {:.3} {:.2} s/step",
-                record.loss, record.lr, record.grad_norm, record.s_per_step
-            );
-            progress.step(step, &message);
-            let mut line = serde_json::to_value(&record).unwrap_or_default();
-            line["kind"] = json!("train");
-            metrics.write(line)?;
-            records.push(record);
-            (window_loss, window_n, window_tokens, window_steps) = (0.0, 0, 0, 0);
-            window_start = Instant::now();
-            window_excluded = 0.0;
+    let mut trainer = Trainer::<O>::start(config, options, model, data, device, progress)?;
+    let stop_at = options
+        .stop_after
+        .map_or(trainer.total, |s| s.min(trainer.total));
+    while trainer.step < stop_at {
+        let (lr, grad_norm) = trainer.step(progress)?;
+        let step = trainer.step;
+        if step % config.train.log_every.max(1) == 0 || step == stop_at {
+            trainer.log(lr, grad_norm, progress)?;
         }
         let side_work = Instant::now();
         let every = config.validation.every;
-        if ((every > 0 && step % every == 0) || step == total)
-            && let Some(v) = validate(&path)?
-        {
-            let seconds = side_work.elapsed().as_secs_f64();
-            progress.line(&valid_line(step, &v));
-            metrics.write(
-                json!({"kind": "validation", "step": step, "seconds": seconds, "metrics": v}),
-            )?;
-            validations.push((step, v));
+        if (every > 0 && step % every == 0) || step == trainer.total {
+            trainer.validate(progress)?;
         }
         let ck = config.output.checkpoint_every;
-        if (ck > 0 && step % ck == 0) || step == total || step == stop_at {
-            let state = TrainState {
-                version: 1,
-                step,
-                total_steps: total,
-                position,
-                nonfinite,
-                seed: config.seed,
-                data_fingerprint: fingerprint.clone(),
-                micro_batch_size: t.micro_batch_size,
-                accumulation_steps: accum,
-            };
-            let dir = save_checkpoint(out, &path, base, &adam, &state, config.output.keep_last)?;
-            metrics.write(json!({"kind": "checkpoint", "step": step, "dir": dir}))?;
+        if (ck > 0 && step % ck == 0) || step == trainer.total || step == stop_at {
+            trainer.checkpoint()?;
         }
-        window_excluded += side_work.elapsed().as_secs_f64();
+        trainer.window.excluded += side_work.elapsed().as_secs_f64();
     }
-    progress.finish();
-    let adapter = if step == total {
-        let file = out.join("adapter.safetensors");
-        path.save(&file, base)?;
-        progress.line(&format!("adapter written to {}", file.display()));
-        Some(file)
-    } else {
-        None
-    };
-    let steps_run = step - start_step;
-    let summary = TrainSummary {
-        steps: step,
-        total_steps: total,
-        start_step,
-        adapter,
-        metrics: out.join("metrics.jsonl"),
-        validations,
-        records,
-        s_per_step: run_start.elapsed().as_secs_f64() / steps_run.max(1) as f64,
-        peak_rss: peak_rss(),
-        memory,
-        trainable_params,
-        train_stats: data.train_stats.clone(),
-        nonfinite,
-    };
-    metrics.write(json!({
-        "kind": "end",
-        "step": step,
-        "s_per_step": summary.s_per_step,
-        "peak_rss_bytes": summary.peak_rss,
-        "memory_estimate_bytes": summary.memory,
-    }))?;
-    Ok(summary)
+    trainer.finish(progress)
+}
+
+/// Sums over the steps since the last log line.
+#[derive(Debug)]
+struct Window {
+    loss: f64,
+    micro_batches: usize,
+    tokens: usize,
+    steps: usize,
+    start: Instant,
+    /// Seconds of validation and checkpointing inside the window (not step time).
+    excluded: f64,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            loss: 0.0,
+            micro_batches: 0,
+            tokens: 0,
+            steps: 0,
+            start: Instant::now(),
+            excluded: 0.0,
+        }
+    }
+}
+
+/// A training run in progress: the adapter, the optimizer and the run's position, with one
+/// method per thing a run does (step, log, validate, checkpoint, finish).
+pub struct Trainer<'a, O: Objective> {
+    config: &'a TrainConfig,
+    base: &'a CausalLm,
+    data: &'a PreparedData,
+    device: &'a Device,
+    /// The adapter; taken out only while AdamW maps it to its updated values.
+    adapter: Option<O>,
+    adam: AdamW,
+    buffer: GradientBuffer,
+    order: EpochOrder,
+    metrics: Metrics,
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Steps the run plans.
+    pub total: usize,
+    start_step: usize,
+    position: DataPosition,
+    nonfinite: usize,
+    fingerprint: String,
+    valid_options: ValidationOptions,
+    window: Window,
+    run_start: Instant,
+    records: Vec<StepRecord>,
+    validations: Vec<(usize, ValidationMetrics)>,
+    memory: Option<MemoryBreakdown>,
+    trainable_params: usize,
+}
+
+impl<'a, O: Objective> Trainer<'a, O> {
+    /// Prepares the run folder, creates the adapter (or restores the latest checkpoint with
+    /// `options.resume`), writes the start line and, on a fresh run, validates at step 0.
+    ///
+    /// # Errors
+    /// As [`run`].
+    pub fn start(
+        config: &'a TrainConfig,
+        options: &RunOptions,
+        model: &'a LoadedModel,
+        data: &'a PreparedData,
+        device: &'a Device,
+        progress: &mut dyn TrainProgress,
+    ) -> Result<Self> {
+        let out = &config.output.dir;
+        prepare_run_folder(out, options)?;
+        crate::checkpoint::write_atomically(&out.join("config.toml"), config.to_toml().as_bytes())?;
+        let base = &model.base;
+        let total = total_steps(config, data.train.len());
+        let fingerprint = data_fingerprint(&data.train);
+        let adam = AdamW::new(config.optim.adamw());
+        let resume_from = match options.resume {
+            true => Some(
+                latest_checkpoint(out)?.ok_or_else(|| TrainError::Checkpoint {
+                    path: out.join(crate::checkpoint::CHECKPOINTS),
+                    reason: "--resume given but the run folder has no checkpoint".into(),
+                })?,
+            ),
+            false => None,
+        };
+        let (adapter, adam, step, position, nonfinite) = match &resume_from {
+            Some(dir) => {
+                let ckpt = load_checkpoint::<O>(dir, base, adam)?;
+                check_resume(dir, &ckpt.state, config, &fingerprint, total)?;
+                let s = ckpt.state;
+                (ckpt.adapter, ckpt.adam, s.step, s.position, s.nonfinite)
+            }
+            None => (
+                O::create(config, base)?,
+                adam,
+                0,
+                DataPosition::default(),
+                0,
+            ),
+        };
+        let adapter = trainable(adapter, device);
+        let t = &config.train;
+        let trainable_params = adapter.num_params();
+        let longest = data
+            .train
+            .iter()
+            .map(TokenizedExample::len)
+            .max()
+            .unwrap_or(0);
+        let memory = adapter.memory(base, t.micro_batch_size, longest);
+        let mut metrics = Metrics::open(out.join("metrics.jsonl"), resume_from.is_some())?;
+        progress.start(total, step);
+        progress.line(&format!(
+            "l2d train ({}): {} training sequences ({}), {} validation; {} steps of {} x {} \
+             sequences; {} trainable parameters",
+            O::NAME,
+            data.train.len(),
+            data.train_stats,
+            data.validation.len(),
+            total,
+            t.accumulation_steps,
+            t.micro_batch_size,
+            trainable_params
+        ));
+        metrics.write(json!({
+            "kind": "start",
+            "step": step,
+            "total_steps": total,
+            "train_sequences": data.train.len(),
+            "validation_sequences": data.validation.len(),
+            "train_data": data.train_stats,
+            "validation_data": data.validation_stats,
+            "trainable_params": trainable_params,
+            "method": config.method,
+            "resumed_from": resume_from.as_ref().map(|p| p.display().to_string()),
+        }))?;
+        let v = &config.validation;
+        let mut trainer = Trainer {
+            config,
+            base,
+            data,
+            device,
+            adapter: Some(adapter),
+            adam,
+            buffer: GradientBuffer::new(),
+            order: EpochOrder::new(data.train.len(), config.seed, config.data.shuffle),
+            metrics,
+            step,
+            total,
+            start_step: step,
+            position,
+            nonfinite,
+            fingerprint,
+            valid_options: ValidationOptions {
+                batch_size: v.batch_size,
+                max_batches: v.max_batches,
+                t_bins: v.t_bins,
+                nstep_grid_points: v.nstep_grid_points,
+                nstep_batches: v.nstep_batches,
+                seed: config.seed,
+                pad_id: data.pad_id,
+            },
+            window: Window::new(),
+            run_start: Instant::now(),
+            records: Vec::new(),
+            validations: Vec::new(),
+            memory,
+            trainable_params,
+        };
+        if step == 0 {
+            trainer.validate(progress)?;
+            trainer.window = Window::new();
+        }
+        Ok(trainer)
+    }
+
+    /// The adapter being trained.
+    pub fn adapter(&self) -> &O {
+        self.adapter
+            .as_ref()
+            .expect("the adapter is only taken inside `step`")
+    }
+
+    /// Counts a skipped micro-batch or update; past `train.max_nonfinite`, the run stops.
+    fn skip(&mut self, message: String, progress: &mut dyn TrainProgress) -> Result<()> {
+        self.nonfinite += 1;
+        progress.line(&message);
+        let limit = self.config.train.max_nonfinite;
+        if self.nonfinite > limit {
+            return Err(TrainError::NonFinite {
+                step: self.step + 1,
+                count: self.nonfinite,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// One optimizer step: `accumulation_steps` micro-batches from the epoch order (each with
+    /// its draws keyed by `(seed, step, micro-batch)`), then clipping and AdamW at the
+    /// scheduled rate. Returns the rate and the gradient norm before clipping (NaN when no
+    /// micro-batch gave a gradient).
+    ///
+    /// # Errors
+    /// The objective's errors; [`TrainError::NonFinite`] past the limit.
+    pub fn step(&mut self, progress: &mut dyn TrainProgress) -> Result<(f64, f64)> {
+        let t = &self.config.train;
+        let (accum, micro_batch) = (t.accumulation_steps, t.micro_batch_size);
+        let lr = self.config.schedule_shape(self.total).lr(self.step);
+        for micro in 0..accum {
+            let indices = self.order.next_batch(&mut self.position, micro_batch);
+            let refs: Vec<&TokenizedExample> =
+                indices.iter().map(|&i| &self.data.train[i]).collect();
+            let batch = collate(&refs, self.data.pad_id, self.device);
+            let mut rng = HostRng::new(self.config.seed)
+                .derive(TRAIN_STREAM)
+                .derive((self.step * accum + micro) as u64);
+            let outcome =
+                self.adapter()
+                    .micro_step(self.base, &batch, &mut rng, 1.0 / accum as f64)?;
+            match outcome.grads {
+                Some(grads) => {
+                    let adapter = self
+                        .adapter
+                        .as_ref()
+                        .expect("the adapter is only taken inside `step`");
+                    self.buffer.accumulate(adapter, &grads, 1.0);
+                    self.window.loss += outcome.loss;
+                    self.window.micro_batches += 1;
+                    self.window.tokens += outcome.scored;
+                }
+                None if outcome.scored == 0 => {}
+                None => self.skip(
+                    format!(
+                        "step {}: micro-batch {micro} has a non-finite loss ({}); skipped",
+                        self.step + 1,
+                        outcome.loss
+                    ),
+                    progress,
+                )?,
+            }
+        }
+        let mut grad_norm = f64::NAN;
+        if !self.buffer.is_empty()
+            && let Some(adapter) = self.adapter.take()
+        {
+            let outcome = self.adam.update(adapter, lr, &mut self.buffer);
+            self.adapter = Some(outcome.module);
+            grad_norm = outcome.grad_norm;
+            if !outcome.applied {
+                self.skip(
+                    format!(
+                        "step {}: non-finite gradient norm; update skipped",
+                        self.step + 1
+                    ),
+                    progress,
+                )?;
+            }
+        }
+        self.buffer.clear();
+        self.step += 1;
+        self.window.steps += 1;
+        Ok((lr, grad_norm))
+    }
+
+    /// Writes the step record of the window since the last one (loss, rate, gradient norm,
+    /// speed without validation and checkpoint time) and starts a new window.
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] writing `metrics.jsonl`.
+    pub fn log(&mut self, lr: f64, grad_norm: f64, progress: &mut dyn TrainProgress) -> Result<()> {
+        let w = &self.window;
+        let elapsed = (w.start.elapsed().as_secs_f64() - w.excluded).max(0.0);
+        let record = StepRecord {
+            step: self.step,
+            loss: if w.micro_batches > 0 {
+                w.loss / w.micro_batches as f64
+            } else {
+                f64::NAN
+            },
+            lr,
+            grad_norm,
+            tokens_per_s: w.tokens as f64 / elapsed.max(1e-9),
+            s_per_step: elapsed / w.steps.max(1) as f64,
+            nonfinite: self.nonfinite,
+            epoch: self.position.epoch,
+        };
+        let message = format!(
+            "step {}/{} loss {:.4} lr {:.3e} |g| {:.3} {:.2} s/step",
+            self.step, self.total, record.loss, record.lr, record.grad_norm, record.s_per_step
+        );
+        progress.step(self.step, &message);
+        let mut line = serde_json::to_value(&record).unwrap_or_default();
+        line["kind"] = json!("train");
+        self.metrics.write(line)?;
+        self.records.push(record);
+        self.window = Window::new();
+        Ok(())
+    }
+
+    /// Validates the adapter at this step (nothing without validation data) and writes the
+    /// result with the seconds it took.
+    ///
+    /// # Errors
+    /// The objective's errors; [`TrainError::Io`].
+    pub fn validate(&mut self, progress: &mut dyn TrainProgress) -> Result<()> {
+        if self.data.validation.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let v = self.adapter().validate(
+            self.base,
+            &self.data.validation,
+            &self.valid_options,
+            self.device,
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        progress.line(&valid_line(self.step, &v));
+        self.metrics.write(
+            json!({"kind": "validation", "step": self.step, "seconds": seconds, "metrics": v}),
+        )?;
+        self.validations.push((self.step, v));
+        Ok(())
+    }
+
+    /// Saves a checkpoint of this step (atomically; the newest `output.keep_last` are kept).
+    ///
+    /// # Errors
+    /// [`TrainError::Io`] / [`TrainError::Checkpoint`] naming the file.
+    pub fn checkpoint(&mut self) -> Result<PathBuf> {
+        let t = &self.config.train;
+        let state = TrainState {
+            version: 1,
+            step: self.step,
+            total_steps: self.total,
+            position: self.position,
+            nonfinite: self.nonfinite,
+            seed: self.config.seed,
+            data_fingerprint: self.fingerprint.clone(),
+            micro_batch_size: t.micro_batch_size,
+            accumulation_steps: t.accumulation_steps,
+        };
+        let dir = save_checkpoint(
+            &self.config.output.dir,
+            self.adapter(),
+            self.base,
+            &self.adam,
+            &state,
+            self.config.output.keep_last,
+        )?;
+        self.metrics
+            .write(json!({"kind": "checkpoint", "step": self.step, "dir": dir}))?;
+        Ok(dir)
+    }
+
+    /// Ends the run: the adapter goes to `RUN/adapter.safetensors` when the planned steps
+    /// are done, the end line to `metrics.jsonl`.
+    ///
+    /// # Errors
+    /// [`TrainError::Checkpoint`] writing the adapter; [`TrainError::Io`].
+    pub fn finish(mut self, progress: &mut dyn TrainProgress) -> Result<TrainSummary> {
+        progress.finish();
+        let out = &self.config.output.dir;
+        let adapter = if self.step == self.total {
+            let file = out.join("adapter.safetensors");
+            self.adapter().save(&file, self.base)?;
+            progress.line(&format!("adapter written to {}", file.display()));
+            Some(file)
+        } else {
+            None
+        };
+        let steps_run = self.step - self.start_step;
+        let summary = TrainSummary {
+            steps: self.step,
+            total_steps: self.total,
+            start_step: self.start_step,
+            adapter,
+            metrics: out.join("metrics.jsonl"),
+            validations: self.validations,
+            records: self.records,
+            s_per_step: self.run_start.elapsed().as_secs_f64() / steps_run.max(1) as f64,
+            peak_rss: peak_rss(),
+            memory: self.memory,
+            trainable_params: self.trainable_params,
+            train_stats: self.data.train_stats.clone(),
+            nonfinite: self.nonfinite,
+        };
+        self.metrics.write(json!({
+            "kind": "end",
+            "step": summary.steps,
+            "s_per_step": summary.s_per_step,
+            "peak_rss_bytes": summary.peak_rss,
+            "memory_estimate_bytes": summary.memory,
+        }))?;
+        Ok(summary)
+    }
 }
 
 fn valid_line(step: usize, v: &ValidationMetrics) -> String {
