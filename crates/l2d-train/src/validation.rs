@@ -8,7 +8,7 @@
 
 use burn::tensor::{Device, Tensor};
 use l2d_core::HostRng;
-use l2d_models::decoder::{CausalLm, ForwardOptions};
+use l2d_models::decoder::{CausalLm, ForwardOptions, FrozenOutput};
 use l2d_models::diffusion::{
     DiffusionPath, FlowContext, FlowVelocityField, reference_temperature_offset,
 };
@@ -188,6 +188,12 @@ pub fn evaluate(
 /// at `σ·ε`, is integrated with the midpoint method over `nstep_grid_points` uniform times
 /// on `[0, 1]` against the batch's cached frozen pass, and the logits at `t = 1` of the final
 /// state are compared with the labels.
+///
+/// A flow position attends only to the frozen keys and values, never to another flow
+/// position, so only the span of scored positions is integrated: each of them gets the noise
+/// it would get in a solve of every position (drawn for all, cut to the span) and the same
+/// computation, without the prompt's cost. (The `sample` estimator's uniforms are drawn per
+/// integrated position, so with it a position's draws differ from a full solve's.)
 fn nstep_accuracy(
     path: &DiffusionPath,
     base: &CausalLm,
@@ -203,21 +209,171 @@ fn nstep_accuracy(
     let frozen = base.frozen_forward(batch.input_ids.clone(), &options_fwd);
     let base_logits = base.logits(frozen.hidden.clone());
     let (base_correct, _) = accuracy(base_logits, batch);
-    let context = FlowContext::from_frozen(&frozen);
+    let Some(span) = scored_span(batch) else {
+        return Ok((0, base_correct, 0));
+    };
+    let logits = nstep_logits(path, base, &frozen, batch, table, options, index, span)?;
+    let (correct, n) = span_accuracy(logits, batch, span.0);
+    Ok((correct, base_correct, n))
+}
+
+/// The logits at `t = 1` of the midpoint solve of positions `start..start + len`, `[batch,
+/// len, vocab]`.
+#[allow(clippy::too_many_arguments)]
+fn nstep_logits(
+    path: &DiffusionPath,
+    base: &CausalLm,
+    frozen: &FrozenOutput,
+    batch: &Batch,
+    table: Tensor<2>,
+    options: &ValidationOptions,
+    index: usize,
+    (start, len): (usize, usize),
+) -> Result<Tensor<3>> {
     let [b, s] = batch.dims();
+    let context = FlowContext::from_frozen(frozen).narrow_queries(start, len)?;
     let mut rng = HostRng::new(options.seed)
         .derive(NSTEP_STREAM)
         .derive(index as u64);
     let device = batch.input_ids.device();
     let x0 = rng
         .normal([b, s, path.flow_dim()], &device)
+        .narrow(1, start, len)
         .mul_scalar(path.config().noise_rescaling);
     let times = linspace(0.0, 1.0, options.nstep_grid_points);
     let mut field = FlowVelocityField::new(path, base, context, table)?
         .with_rng(rng.fork())
         .with_temperature_offset(reference_temperature_offset(Method::Midpoint, &times));
     let (x1, _) = field.solve(&Solver::new(Method::Midpoint), x0, &times)?;
-    let logits = field.logits(1.0, &x1)?;
-    let (correct, n) = accuracy(logits, batch);
-    Ok((correct, base_correct, n))
+    Ok(field.logits(1.0, &x1)?)
+}
+
+/// The first scored position of any row and the length up to the last one, over the batch.
+fn scored_span(batch: &Batch) -> Option<(usize, usize)> {
+    let s = batch.dims()[1];
+    let scored_column = |j: usize| {
+        batch
+            .host_labels
+            .chunks(s)
+            .any(|row| row[j] != IGNORE_INDEX)
+    };
+    let first = (0..s).find(|&j| scored_column(j))?;
+    let last = (0..s).rev().find(|&j| scored_column(j))?;
+    Some((first, last - first + 1))
+}
+
+/// Greedy accuracy of span logits `[batch, len, vocab]` (positions `start..start + len`)
+/// against the batch's shifted labels: `(correct, n)`.
+fn span_accuracy(logits: Tensor<3>, batch: &Batch, start: usize) -> (usize, usize) {
+    let [_, len, _] = logits.dims();
+    let s = batch.dims()[1];
+    let pred: Vec<i64> = logits
+        .argmax(2)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default();
+    let mut correct = 0;
+    let mut n = 0;
+    for (row, labels) in batch.host_labels.chunks(s).enumerate() {
+        for j in 0..len {
+            let l = labels[start + j];
+            if l != IGNORE_INDEX {
+                n += 1;
+                correct += usize::from(pred.get(row * len + j) == Some(&l));
+            }
+        }
+    }
+    (correct, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{DType, Device};
+    use l2d_core::X1Estimator;
+    use l2d_models::config::ModelConfig;
+    use l2d_models::l2d_config::L2dConfig;
+
+    /// Integrating only the scored span gives each scored position the logits of a solve of
+    /// every position (with a deterministic estimator).
+    #[test]
+    fn the_span_solve_equals_the_full_solve_on_scored_positions() {
+        let device = Device::flex();
+        let config = ModelConfig::from_json_str(
+            r#"{"model_type": "llama", "vocab_size": 40, "hidden_size": 32,
+                "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2}"#,
+        )
+        .unwrap();
+        let base = CausalLm::random(&config, &device, DType::F32, 3);
+        let l2d = L2dConfig {
+            flow_representation_dim: Some(8),
+            flow_to_lm_hidden_size: Some(16),
+            timestep_modulation_hidden_size: Some(16),
+            timestep_modulation_freq_embedding_size: Some(16),
+            flow_lora_rank: 4,
+            nstep_x1_estimation: X1Estimator::Average.to_string(),
+            ..L2dConfig::default()
+        };
+        let path = DiffusionPath::init(&l2d, &base, 1)
+            .unwrap()
+            .with_random_parameters(2, 0.05);
+        let examples: Vec<TokenizedExample> = [(9, 4..7), (6, 2..5)]
+            .into_iter()
+            .enumerate()
+            .map(|(r, (len, scored))| TokenizedExample {
+                input_ids: (0..len).map(|i| (3 + 7 * i + r) as u32 % 40).collect(),
+                labels: (0..len)
+                    .map(|i| {
+                        if scored.contains(&i) {
+                            (i as i64 * 5) % 40
+                        } else {
+                            IGNORE_INDEX
+                        }
+                    })
+                    .collect(),
+                class_id: None,
+                conversation: r,
+            })
+            .collect();
+        let refs: Vec<&TokenizedExample> = examples.iter().collect();
+        let batch = collate(&refs, 0, &device);
+        let options = ValidationOptions {
+            batch_size: 2,
+            max_batches: 0,
+            t_bins: 0,
+            nstep_grid_points: 4,
+            nstep_batches: 0,
+            seed: 5,
+            pad_id: 0,
+        };
+        let frozen = base.frozen_forward(
+            batch.input_ids.clone(),
+            &ForwardOptions {
+                attention_mask: Some(batch.attention_mask.clone()),
+                position_ids: None,
+            },
+        );
+        let table = path.vocabulary_table(&base);
+        let span = scored_span(&batch).unwrap();
+        assert_eq!(span, (2, 5));
+        let s = batch.dims()[1];
+        let part = nstep_logits(
+            &path,
+            &base,
+            &frozen,
+            &batch,
+            table.clone(),
+            &options,
+            0,
+            span,
+        )
+        .unwrap();
+        let full = nstep_logits(&path, &base, &frozen, &batch, table, &options, 0, (0, s))
+            .unwrap()
+            .narrow(1, span.0, span.1);
+        let diff = (part - full).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-4, "span and full solves differ by {diff}");
+    }
 }
