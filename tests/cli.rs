@@ -680,3 +680,61 @@ fn generate_with_a_lora_folds_it_into_the_model() {
         &["--lora", "not a LoRA adapter"],
     );
 }
+
+#[test]
+fn a_setting_in_the_eval_grammar_equals_its_flags() {
+    let dir = Temp::new("setting");
+    let lm = Pretrained::open(&tiny_gguf(), &LoadOptions::default()).unwrap();
+    let adapter = write_adapter(&dir.0, "adapter.safetensors", &lm.model, None);
+    let adapter = adapter.to_str().unwrap();
+    let model = tiny_gguf();
+    let common = [
+        "generate",
+        "--model",
+        &model,
+        "--max-new-tokens",
+        "4",
+        "--adapter",
+        adapter,
+    ];
+    for (setting, flags) in [
+        ("3:heun2", &["--steps", "3", "--solver", "heun2"][..]),
+        (
+            "adaptive:bosh3:rtol=1e-3:atol=1e-3:max-nfe=40:fallback=3",
+            &[
+                "--solver",
+                "bosh3",
+                "--rtol",
+                "1e-3",
+                "--atol",
+                "1e-3",
+                "--max-nfe",
+                "40",
+                "--budget-fallback-steps",
+                "3",
+            ],
+        ),
+        ("base", &["--steps", "0"]),
+    ] {
+        let (a, a_err) = succeeds(&l2d(&[&common[..], &["--setting", setting, "Hi"]].concat()));
+        let (b, b_err) = succeeds(&l2d(&[&common[..], flags, &["Hi"]].concat()));
+        assert_eq!(a, b, "{setting}");
+        let nfe = |e: &str| e.rsplit("NFE per token").next().map(str::to_string);
+        assert_eq!(nfe(&a_err), nfe(&b_err), "{setting}: {a_err} / {b_err}");
+    }
+    fails(
+        &l2d(&[&common[..], &["--setting", "adaptive:euler", "Hi"]].concat()),
+        1,
+        &["--setting", "no error estimate"],
+    );
+    fails(
+        &l2d(&[&common[..], &["--setting", "3", "--steps", "3", "Hi"]].concat()),
+        2,
+        &["--setting", "--steps"],
+    );
+    fails(
+        &l2d(&["generate", "--model", &model, "--setting", "7", "Hi"]),
+        1,
+        &["--setting", "--adapter"],
+    );
+}

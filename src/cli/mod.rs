@@ -31,8 +31,8 @@ use l2d_core::TemperatureSchedule;
 use l2d_core::X1Estimator;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionError, DiffusionPath};
 use l2d_models::generation::{
-    BudgetPolicy, DiffusionGenerationError, DiffusionOptions, DiffusionStats, GenerationConfig,
-    GenerationError, GenerationOutput, GuidanceOptions, StopReason,
+    BudgetPolicy, DiffusionGenerationError, DiffusionMode, DiffusionOptions, DiffusionStats,
+    GenerationConfig, GenerationError, GenerationOutput, GuidanceOptions, StopReason,
 };
 use l2d_models::l2d_config::{L2dConfig, L2dConfigError};
 use l2d_models::lora::DecoderLora;
@@ -158,6 +158,15 @@ pub struct DiffusionArgs {
     /// failing.
     #[arg(long, requires = "max_nfe")]
     pub budget_fallback_steps: Option<usize>,
+    /// The whole diffusion setting in the grammar of `l2d eval --settings` (`7`,
+    /// `3:heun2`, `adaptive:bosh3:rtol=1e-3:max-nfe=64:fallback=4`, `base`), instead of
+    /// --steps, --solver, --rtol, --atol, --max-nfe and --budget-fallback-steps.
+    #[arg(
+        long,
+        value_name = "SETTING",
+        conflicts_with_all = ["steps", "solver", "rtol", "atol", "max_nfe", "budget_fallback_steps"]
+    )]
+    pub setting: Option<String>,
     /// The x1 estimate inside the ODE: sample, average, argmax or clamp (default: the
     /// adapter's).
     #[arg(long)]
@@ -305,6 +314,10 @@ impl DiffusionArgs {
     fn asks_for_diffusion(&self) -> Option<&'static str> {
         [
             (self.steps.is_some_and(|s| s > 0), "--steps"),
+            (
+                self.setting.as_deref().is_some_and(|s| s.trim() != "base"),
+                "--setting",
+            ),
             (self.solver.is_some(), "--solver"),
             (self.rtol.is_some(), "--rtol"),
             (self.atol.is_some(), "--atol"),
@@ -317,21 +330,14 @@ impl DiffusionArgs {
         .find_map(|(on, flag)| on.then_some(flag))
     }
 
-    /// The generator options these flags describe (before checking them against the
-    /// adapter).
-    ///
-    /// # Errors
-    /// [`CliError::Invalid`] for unknown names, contradictory flags (`--steps` with an
-    /// adaptive solver, tolerances with a fixed one) and malformed values.
-    pub fn options(&self) -> Result<DiffusionOptions, CliError> {
-        if self.base_only {
-            return Ok(DiffusionOptions::base().with_seed(self.seed));
-        }
+    /// The options of `--steps`, `--solver`, `--rtol`, `--atol`, `--max-nfe` and
+    /// `--budget-fallback-steps` (the flags' spelling of a [`DiffusionMode`]).
+    fn options_from_flags(&self) -> Result<DiffusionOptions, CliError> {
         let method = match &self.solver {
             Some(name) => parse_method(name)?,
             None => Method::Midpoint,
         };
-        let mut options = if method.is_adaptive() {
+        Ok(if method.is_adaptive() {
             if let Some(steps) = self.steps {
                 return Err(invalid(
                     "--steps",
@@ -379,6 +385,25 @@ impl DiffusionArgs {
                 }
             }
             DiffusionOptions::fixed(self.steps.unwrap_or(7)).with_method(method)
+        })
+    }
+
+    /// The generator options these flags describe (before checking them against the
+    /// adapter).
+    ///
+    /// # Errors
+    /// [`CliError::Invalid`] for unknown names, contradictory flags (`--steps` with an
+    /// adaptive solver, tolerances with a fixed one) and malformed values.
+    pub fn options(&self) -> Result<DiffusionOptions, CliError> {
+        if self.base_only {
+            return Ok(DiffusionOptions::base().with_seed(self.seed));
+        }
+        let mut options = match &self.setting {
+            Some(text) => DiffusionOptions::from_mode(
+                text.parse::<DiffusionMode>()
+                    .map_err(|e| invalid("--setting", e.to_string()))?,
+            ),
+            None => self.options_from_flags()?,
         };
         options.seed = self.seed;
         options.fused_first_evaluation = !self.no_fuse;
