@@ -74,6 +74,15 @@ pub trait Objective: Module + Sized {
     fn memory(&self, base: &CausalLm, batch: usize, seq: usize) -> Option<MemoryBreakdown>;
 }
 
+/// [`TrainError::Checkpoint`] naming `file`, for an adapter file that cannot be read or
+/// written.
+fn checkpoint_error<E: std::fmt::Display>(file: &Path) -> impl FnOnce(E) -> TrainError + '_ {
+    move |e| TrainError::Checkpoint {
+        path: file.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
 impl Objective for DiffusionPath {
     const NAME: &'static str = "diffusion path";
 
@@ -85,19 +94,12 @@ impl Objective for DiffusionPath {
     }
 
     fn load(file: &Path, base: &CausalLm) -> Result<Self> {
-        DiffusionPath::load(file, base, &AdapterLoadOptions::default()).map_err(|e| {
-            TrainError::Checkpoint {
-                path: file.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })
+        DiffusionPath::load(file, base, &AdapterLoadOptions::default())
+            .map_err(checkpoint_error(file))
     }
 
     fn save(&self, file: &Path, base: &CausalLm) -> Result<()> {
-        DiffusionPath::save(self, file, base).map_err(|e| TrainError::Checkpoint {
-            path: file.to_path_buf(),
-            reason: e.to_string(),
-        })
+        DiffusionPath::save(self, file, base).map_err(checkpoint_error(file))
     }
 
     fn micro_step(
@@ -142,17 +144,11 @@ impl Objective for DecoderLora {
     }
 
     fn load(file: &Path, base: &CausalLm) -> Result<Self> {
-        DecoderLora::load(file, base, false).map_err(|e| TrainError::Checkpoint {
-            path: file.to_path_buf(),
-            reason: e.to_string(),
-        })
+        DecoderLora::load(file, base, false).map_err(checkpoint_error(file))
     }
 
     fn save(&self, file: &Path, base: &CausalLm) -> Result<()> {
-        DecoderLora::save(self, file, base).map_err(|e| TrainError::Checkpoint {
-            path: file.to_path_buf(),
-            reason: e.to_string(),
-        })
+        DecoderLora::save(self, file, base).map_err(checkpoint_error(file))
     }
 
     fn micro_step(

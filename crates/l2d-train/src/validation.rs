@@ -102,25 +102,6 @@ impl BinnedLoss {
     }
 }
 
-/// Greedy accuracy of `logits` against shifted labels, on scored positions: `(correct, n)`.
-fn accuracy(logits: Tensor<3>, batch: &Batch) -> (usize, usize) {
-    let pred: Vec<i64> = logits
-        .argmax(2)
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .unwrap_or_default();
-    let mut correct = 0;
-    let mut n = 0;
-    for (p, &l) in pred.iter().zip(&batch.host_labels) {
-        if l != IGNORE_INDEX {
-            n += 1;
-            correct += usize::from(*p == l);
-        }
-    }
-    (correct, n)
-}
-
 /// Evaluates `path` (on a device without autodiff) against `base` on `examples`.
 ///
 /// # Errors
@@ -208,7 +189,7 @@ fn nstep_accuracy(
     };
     let frozen = base.frozen_forward(batch.input_ids.clone(), &options_fwd);
     let base_logits = base.logits(frozen.hidden.clone());
-    let (base_correct, _) = accuracy(base_logits, batch);
+    let (base_correct, _) = span_accuracy(base_logits, batch, 0);
     let Some(span) = scored_span(batch) else {
         return Ok((0, base_correct, 0));
     };
@@ -262,8 +243,9 @@ fn scored_span(batch: &Batch) -> Option<(usize, usize)> {
     Some((first, last - first + 1))
 }
 
-/// Greedy accuracy of span logits `[batch, len, vocab]` (positions `start..start + len`)
-/// against the batch's shifted labels: `(correct, n)`.
+/// Greedy accuracy of logits `[batch, len, vocab]` for positions `start..start + len` (all
+/// of them: `start = 0`, `len = seq`) against the batch's shifted labels, on scored
+/// positions: `(correct, n)`.
 fn span_accuracy(logits: Tensor<3>, batch: &Batch, start: usize) -> (usize, usize) {
     let [_, len, _] = logits.dims();
     let s = batch.dims()[1];
