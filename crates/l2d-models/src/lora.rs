@@ -377,9 +377,29 @@ impl DecoderLora {
     /// as the base. Draws are keyed by `(seed, layer, projection)`.
     ///
     /// # Errors
-    /// [`LoraError::Config`] for an invalid configuration.
+    /// [`LoraError::Config`] for an invalid configuration or a rank above the widest target
+    /// projection's larger side.
     pub fn init(config: &LoraConfig, base: &CausalLm, seed: u64) -> Result<Self, LoraError> {
         config.validate()?;
+        // A rank above a projection's larger side adds nothing a full update lacks, and an
+        // unbounded one would allocate without limit.
+        let widest = base
+            .model
+            .layers
+            .iter()
+            .flat_map(|l| config.targets.iter().map(|&p| l.projection(p)))
+            .map(|p| p.d_in().max(p.d_out()))
+            .max()
+            .unwrap_or(0);
+        if config.rank > widest {
+            return Err(LoraError::Config {
+                field: "rank",
+                reason: format!(
+                    "{} exceeds the widest target projection ({widest})",
+                    config.rank
+                ),
+            });
+        }
         let device = base.device();
         let rng = HostRng::new(seed);
         let layers = base

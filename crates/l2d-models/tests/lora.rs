@@ -113,6 +113,13 @@ fn a_fresh_adapter_is_the_base_model() {
     assert!(a.iter().all(|v| v.abs() <= bound) && a.iter().any(|v| v.abs() > bound / 2.0));
     assert!(to_vec(q.b.val()).iter().all(|v| *v == 0.0));
     assert!(lora.layers[0].get(Projection::K).is_none());
+    // A rank beyond every target's size is refused before anything is allocated.
+    let huge = LoraConfig::new(1 << 40, 1.0, vec![Projection::Q]);
+    let err = DecoderLora::init(&huge, &model, 5).unwrap_err();
+    assert!(
+        matches!(err, LoraError::Config { field: "rank", .. }),
+        "{err}"
+    );
 }
 
 #[test]
