@@ -194,6 +194,13 @@ fn the_committed_arithmetic_task_file_is_exact() {
 fn settings_parse_print_and_reject_bad_input() {
     assert_eq!("base".parse::<Setting>(), Ok(Setting::Base));
     assert_eq!(
+        "sde:8".parse::<Setting>(),
+        Ok(Setting::Sde {
+            steps: 8,
+            diffusion: l2d_solvers::Diffusion::Sigma { norm: 1.0 }
+        })
+    );
+    assert_eq!(
         "8".parse::<Setting>(),
         Ok(Setting::Fixed {
             steps: 8,
@@ -241,6 +248,8 @@ fn settings_parse_print_and_reject_bad_input() {
         "12:heun2".parse().unwrap(),
         s,
         "adaptive:tsit5:rtol=0.5".parse().unwrap(),
+        "sde:6".parse().unwrap(),
+        "sde:steps=3:decreasing=0.25".parse().unwrap(),
     ] {
         assert_eq!(s.to_string().parse::<Setting>(), Ok(s));
         let json = serde_json::to_string(&s).unwrap();
@@ -256,6 +265,8 @@ fn settings_parse_print_and_reject_bad_input() {
         ("adaptive:speed=2", "speed"),
         ("base:8", "no options"),
         ("8:euler:extra", "extra"),
+        ("sde", "needs its steps"),
+        ("sde:4:brownian", "unknown diffusion coefficient"),
     ] {
         let err = bad.parse::<Setting>().unwrap_err();
         assert!(err.contains(needle), "{bad}: {err}");

@@ -179,7 +179,7 @@ fn diffusion_settings_need_an_adapter_and_run_through_the_generator() {
     let items = vec![item("Hello world", "1"), item("1 2 3", "2")];
     let prompts = prepare_prompts(&lm, &items, true, None).unwrap();
     let generation = GenerationConfig::greedy(4);
-    for s in ["8", "adaptive:bosh3"] {
+    for s in ["8", "adaptive:bosh3", "sde:4"] {
         let setting: Setting = s.parse().unwrap();
         match evaluate_setting(
             &lm,
@@ -227,6 +227,7 @@ fn diffusion_settings_need_an_adapter_and_run_through_the_generator() {
     for (s, nfe) in [
         ("3", Some(7.0)),
         ("2:euler", Some(3.0)),
+        ("sde:3", Some(4.0)),
         ("adaptive:bosh3:rtol=1e-3:atol=1e-3", None),
     ] {
         let r = run(s);
@@ -260,7 +261,87 @@ fn args(dir: &Path, settings: Vec<Setting>) -> EvalArgs {
         dtype: "f32".into(),
         report: dir.join("out/report.json"),
         plot: dir.join("out/plot.svg"),
+        append: false,
     }
+}
+
+#[test]
+fn append_adds_settings_to_a_report_of_the_same_sweep_and_refuses_another() {
+    let dir = std::env::temp_dir().join(format!("l2d-eval-append-{}", std::process::id()));
+    let first = run_eval(&args(&dir, vec![Setting::Base]), |_| {}).unwrap();
+    // Appending to a report that does not exist is an error naming the file.
+    let mut a = args(&dir, vec!["2".parse().unwrap()]);
+    a.append = true;
+    a.report = dir.join("out/none.json");
+    assert!(matches!(
+        run_eval(&a, |_| {}),
+        Err(EvalError::AdapterRequired { .. })
+    ));
+    let mut a = args(&dir, vec![Setting::Base]);
+    a.append = true;
+    a.report = dir.join("out/none.json");
+    assert!(
+        matches!(run_eval(&a, |_| {}), Err(EvalError::Io { path, .. }) if path.ends_with("none.json"))
+    );
+    // A LoRA setting added later: the report holds both, the first unchanged, and names the
+    // LoRA file; the plot draws both.
+    let base = tiny().model;
+    let lora = dir.join("lora.safetensors");
+    fresh_lora(&base).save(&lora, &base).unwrap();
+    let mut a = args(&dir, vec![Setting::Lora]);
+    a.append = true;
+    a.lora = Some(lora.clone());
+    let merged = run_eval(&a, |_| {}).unwrap();
+    let labels: Vec<&str> = merged.settings.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(labels, ["base", "lora"]);
+    assert_eq!(merged.settings[0], first.settings[0]);
+    assert_eq!(merged.lora.as_deref(), lora.to_str());
+    assert_eq!(EvalReport::read_json(&a.report).unwrap(), merged);
+    let svg = std::fs::read_to_string(&a.plot).unwrap();
+    assert!(svg.contains("base (") && svg.contains("lora ("), "{svg}");
+    // Running a setting again replaces it in place.
+    let mut a = args(&dir, vec![Setting::Base]);
+    a.append = true;
+    let again = run_eval(&a, |_| {}).unwrap();
+    assert_eq!(again.settings.len(), 2);
+    assert_eq!(again.settings[0].label, "base");
+    // Another sweep is refused, naming what differs, and the report is left as it was.
+    for (edit, field) in [
+        (
+            Box::new(|a: &mut EvalArgs| a.max_new_tokens = 5) as Box<dyn Fn(&mut EvalArgs)>,
+            "max new tokens",
+        ),
+        (Box::new(|a: &mut EvalArgs| a.limit = Some(4)), "items"),
+        (Box::new(|a: &mut EvalArgs| a.seed = 4), "seed"),
+        (Box::new(|a: &mut EvalArgs| a.raw = false), "chat template"),
+        (
+            Box::new(|a: &mut EvalArgs| a.lora = Some("other.safetensors".into())),
+            "lora",
+        ),
+    ] {
+        let before = std::fs::read(&a.report).unwrap();
+        let mut b = args(&dir, vec![Setting::Base]);
+        b.append = true;
+        edit(&mut b);
+        if b.lora.is_some() {
+            std::fs::copy(&lora, dir.join("other.safetensors")).unwrap();
+            b.lora = Some(dir.join("other.safetensors"));
+        }
+        let err = run_eval(&b, |_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.contains("append"),
+            "{field}: {err}"
+        );
+        assert_eq!(std::fs::read(&a.report).unwrap(), before, "{field}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A fresh LoRA of the tiny model.
+fn fresh_lora(base: &l2d_models::decoder::CausalLm) -> l2d_models::lora::DecoderLora {
+    use l2d_models::decoder::Projection;
+    use l2d_models::lora::{DecoderLora, LoraConfig};
+    DecoderLora::init(&LoraConfig::new(2, 4.0, Projection::ALL.to_vec()), base, 1).unwrap()
 }
 
 #[test]
@@ -368,6 +449,8 @@ fn the_report_plot_draws_each_kind_of_setting() {
         num_items: 10,
         extraction: "number".into(),
         chat_template: true,
+        system: None,
+        stops: vec![],
         max_new_tokens: 8,
         seed: 0,
         device: "cpu".into(),
@@ -380,6 +463,8 @@ fn the_report_plot_draws_each_kind_of_setting() {
             result("4".parse().unwrap(), 0.7, 8.0),
             result("4:euler".parse().unwrap(), 0.65, 4.0),
             result("adaptive".parse().unwrap(), 0.72, 11.5),
+            result("sde:8".parse().unwrap(), 0.66, 9.0),
+            result("sde:2".parse().unwrap(), 0.55, 3.0),
         ],
     };
     let plot = report.plot();
@@ -390,15 +475,17 @@ fn the_report_plot_draws_each_kind_of_setting() {
             "base (0.500)",
             "L2D midpoint",
             "L2D euler",
+            "L2D sde sigma=1",
             "adaptive:dopri5:rtol=0.00001:atol=0.00001"
         ]
     );
     assert_eq!(plot.series[1].points, vec![(4.0, 0.6), (8.0, 0.7)]);
-    assert_eq!(plot.series[3].points, vec![(11.5, 0.72)]);
+    assert_eq!(plot.series[3].points, vec![(3.0, 0.55), (9.0, 0.66)]);
+    assert_eq!(plot.series[4].points, vec![(11.5, 0.72)]);
     assert!(plot.log2_x);
     assert_eq!(plot.title, "tiny on arith.jsonl");
     let table = report.table();
-    assert_eq!(table.lines().count(), 2 + 5);
+    assert_eq!(table.lines().count(), 2 + 7);
     assert!(
         table.contains("| steps=4:euler | 0.650 | 6/10 | 4.00 |"),
         "{table}"

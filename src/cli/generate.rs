@@ -131,6 +131,10 @@ pub fn describe(generator: &Generator<'_>) -> String {
             "adaptive {method} (rtol {rtol:e}, atol {atol:e}{})",
             max_nfe.map_or(String::new(), |m| format!(", at most {m} NFE"))
         ),
+        l2d_models::generation::DiffusionMode::Sde { steps, diffusion } => format!(
+            "{steps} SDE steps with diffusion {diffusion} ({} NFE per token)",
+            o.nominal_nfe().unwrap_or_default()
+        ),
         l2d_models::generation::DiffusionMode::Base => "no steps".into(),
     };
     let guidance = o.guidance.map_or(String::new(), |g| {

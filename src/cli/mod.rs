@@ -159,8 +159,9 @@ pub struct DiffusionArgs {
     #[arg(long, requires = "max_nfe")]
     pub budget_fallback_steps: Option<usize>,
     /// The whole diffusion setting in the grammar of `l2d eval --settings` (`7`,
-    /// `3:heun2`, `adaptive:bosh3:rtol=1e-3:max-nfe=64:fallback=4`, `base`), instead of
-    /// --steps, --solver, --rtol, --atol, --max-nfe and --budget-fallback-steps.
+    /// `3:heun2`, `adaptive:bosh3:rtol=1e-3:max-nfe=64:fallback=4`, `base`, or the SDE
+    /// sampler `sde:8:sigma=1`), instead of --steps, --solver, --rtol, --atol, --max-nfe and
+    /// --budget-fallback-steps.
     #[arg(
         long,
         value_name = "SETTING",

@@ -175,7 +175,7 @@ pub fn write_reference_weights(
         path: file.to_path_buf(),
         reason,
     };
-    let bytes = l2d_models::weights::serialize_f32(path.reference_tensors(), Default::default())
+    let bytes = l2d_models::weights::serialize_f32(path.reference_tensors()?, Default::default())
         .map_err(|e| err(e.to_string()))?;
     l2d_models::weights::write_atomically(file, &bytes).map_err(|e| err(e.to_string()))
 }

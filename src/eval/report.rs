@@ -69,6 +69,12 @@ pub struct EvalReport {
     pub extraction: String,
     /// Whether prompts went through the model's chat template.
     pub chat_template: bool,
+    /// The system prompt given to the template, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Extra stop strings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stops: Vec<String>,
     /// Generation budget per answer.
     pub max_new_tokens: usize,
     /// Seed of the diffusion noise and of sampling.
@@ -118,7 +124,8 @@ impl EvalReport {
     }
 
     /// A steps-vs-accuracy plot: accuracy against mean NFE per token; the base setting as a
-    /// horizontal line, each fixed-grid solver as a line, adaptive settings as points.
+    /// horizontal line, each fixed-grid solver and each SDE coefficient as a line, adaptive
+    /// settings as points.
     pub fn plot(&self) -> LinePlot {
         let mut plot = LinePlot::new(
             format!("{} on {}", short(&self.model), short(&self.tasks)),
@@ -169,6 +176,21 @@ impl EvalReport {
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             plot = plot.series(Series::line(format!("L2D {name}"), pts));
+        }
+        let mut sde: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        for r in &self.settings {
+            if let Setting::Sde { diffusion, .. } = r.setting {
+                let name = format!("L2D sde {diffusion}");
+                let point = (r.mean_nfe_per_token, r.accuracy);
+                match sde.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, pts)) => pts.push(point),
+                    None => sde.push((name, vec![point])),
+                }
+            }
+        }
+        for (name, mut pts) in sde {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            plot = plot.series(Series::line(name, pts));
         }
         for r in self
             .settings

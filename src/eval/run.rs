@@ -41,7 +41,8 @@ pub struct EvalArgs {
     #[arg(long, default_value = "number", value_parser = parse_extraction)]
     pub extract: Extraction,
     /// Settings to sweep, comma-separated: `base`, `lora`, `N[:SOLVER]` (fixed steps),
-    /// `adaptive[:SOLVER][:rtol=X][:atol=Y][:max-nfe=N]`.
+    /// `adaptive[:SOLVER][:rtol=X][:atol=Y][:max-nfe=N]`, `sde:N[:DIFFUSION]` (the SDE
+    /// sampler).
     #[arg(long, value_delimiter = ',', default_value = "base", value_parser = parse_setting)]
     pub settings: Vec<Setting>,
     /// Feed prompts as raw text instead of through the model's chat template.
@@ -77,6 +78,12 @@ pub struct EvalArgs {
     /// Where to write the SVG plot.
     #[arg(long, default_value = "eval-plot.svg")]
     pub plot: PathBuf,
+    /// Add this run's settings to the report already at `--report` (a setting it holds is
+    /// replaced), e.g. to sweep settings as their adapters become ready. The report must be
+    /// of the same model, tasks, items, extraction, template, system prompt, stops, new-token
+    /// limit, seed and dtype, and name no other adapter or LoRA; the plot shows the union.
+    #[arg(long)]
+    pub append: bool,
 }
 
 fn parse_extraction(s: &str) -> Result<Extraction, String> {
@@ -85,6 +92,75 @@ fn parse_extraction(s: &str) -> Result<Extraction, String> {
 
 fn parse_setting(s: &str) -> Result<Setting, String> {
     s.parse()
+}
+
+/// Refuses to add this run's settings to `earlier` unless both evaluate the same thing.
+fn check_append(earlier: &EvalReport, args: &EvalArgs, num_items: usize) -> Result<(), EvalError> {
+    let differs = |field: &'static str, theirs: String, ours: String| {
+        (theirs != ours).then(|| {
+            EvalError::invalid(
+                "append",
+                format!(
+                    "{} was written with {field} {theirs}, this run has {ours}; write a new \
+                     report instead",
+                    args.report.display()
+                ),
+            )
+        })
+    };
+    let name = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let checks = [
+        differs("model", earlier.model.clone(), args.model.clone()),
+        differs(
+            "tasks",
+            earlier.tasks.clone(),
+            args.tasks.display().to_string(),
+        ),
+        differs(
+            "items",
+            earlier.num_items.to_string(),
+            num_items.to_string(),
+        ),
+        differs(
+            "extraction",
+            earlier.extraction.clone(),
+            args.extract.to_string(),
+        ),
+        differs(
+            "chat template",
+            earlier.chat_template.to_string(),
+            (!args.raw).to_string(),
+        ),
+        differs(
+            "max new tokens",
+            earlier.max_new_tokens.to_string(),
+            args.max_new_tokens.to_string(),
+        ),
+        differs("seed", earlier.seed.to_string(), args.seed.to_string()),
+        differs("dtype", earlier.dtype.clone(), args.dtype.clone()),
+        differs(
+            "system prompt",
+            format!("{:?}", earlier.system),
+            format!("{:?}", args.system),
+        ),
+        differs(
+            "stops",
+            format!("{:?}", earlier.stops),
+            format!("{:?}", args.stops),
+        ),
+        match (&earlier.adapter, name(&args.adapter)) {
+            (Some(a), Some(b)) => differs("adapter", a.clone(), b),
+            _ => None,
+        },
+        match (&earlier.lora, name(&args.lora)) {
+            (Some(a), Some(b)) => differs("lora", a.clone(), b),
+            _ => None,
+        },
+    ];
+    match checks.into_iter().flatten().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The device named `name`: `cpu` / `flex`, and `vulkan`, `wgpu`, `cuda` when compiled in.
@@ -322,6 +398,13 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
     if let Some(n) = args.limit {
         items.truncate(n);
     }
+    let earlier = if args.append {
+        let earlier = EvalReport::read_json(&args.report)?;
+        check_append(&earlier, args, items.len())?;
+        Some(earlier)
+    } else {
+        None
+    };
     progress(&format!(
         "{} items from {}",
         items.len(),
@@ -380,14 +463,32 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
         ));
         settings.push(r);
     }
+    let (mut adapter_name, mut lora_name) = (
+        args.adapter.as_ref().map(|p| p.display().to_string()),
+        args.lora.as_ref().map(|p| p.display().to_string()),
+    );
+    if let Some(earlier) = earlier {
+        adapter_name = adapter_name.or(earlier.adapter);
+        lora_name = lora_name.or(earlier.lora);
+        let mut merged = earlier.settings;
+        for r in settings {
+            match merged.iter_mut().find(|m| m.label == r.label) {
+                Some(slot) => *slot = r,
+                None => merged.push(r),
+            }
+        }
+        settings = merged;
+    }
     let report = EvalReport {
         model: args.model.clone(),
-        adapter: args.adapter.as_ref().map(|p| p.display().to_string()),
-        lora: args.lora.as_ref().map(|p| p.display().to_string()),
+        adapter: adapter_name,
+        lora: lora_name,
         tasks: args.tasks.display().to_string(),
         num_items: items.len(),
         extraction: args.extract.to_string(),
         chat_template: !args.raw,
+        system: args.system.clone(),
+        stops: args.stops.clone(),
         max_new_tokens: args.max_new_tokens,
         seed: args.seed,
         device: args.device.clone(),

@@ -1,10 +1,11 @@
-//! The settings of a sweep: the base model, or diffusion with a fixed number of steps or an
-//! adaptive solver.
+//! The settings of a sweep: the base model, a LoRA baseline, or diffusion with a fixed number
+//! of steps, an adaptive solver or the SDE sampler.
 
 use std::fmt;
 use std::str::FromStr;
 
 use l2d_models::generation::{BudgetPolicy, DiffusionMode};
+use l2d_solvers::Diffusion;
 use l2d_solvers::tableau::Method;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +23,8 @@ pub use l2d_models::generation::{
 /// - `N` or `steps=N`, optionally `:SOLVER` (`8`, `16:euler`): diffusion over a fixed grid of
 ///   `N` steps (default solver `midpoint`);
 /// - `adaptive` with optional `:SOLVER`, `:rtol=X`, `:atol=Y`, `:max-nfe=N` parts
-///   (`adaptive:dopri5:rtol=1e-3:atol=1e-3:max-nfe=64`).
+///   (`adaptive:dopri5:rtol=1e-3:atol=1e-3:max-nfe=64`);
+/// - `sde:N` with an optional diffusion coefficient (`sde:16:sigma=0.5`): the SDE sampler.
 ///
 /// ```
 /// use l2d::eval::setting::Setting;
@@ -61,6 +63,29 @@ pub enum Setting {
         /// Budget of function evaluations per token.
         max_nfe: Option<usize>,
     },
+    /// Diffusion with the SDE sampler over a fixed grid.
+    Sde {
+        /// Sampler steps.
+        steps: usize,
+        /// The diffusion coefficient, in its text form (`sigma=1`).
+        #[serde(with = "diffusion_text")]
+        diffusion: Diffusion,
+    },
+}
+
+mod diffusion_text {
+    use l2d_solvers::Diffusion;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Diffusion, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Diffusion, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 mod method_name {
@@ -88,10 +113,10 @@ impl Setting {
         !matches!(self, Setting::Base | Setting::Lora)
     }
 
-    /// The solver's name, if any.
+    /// The ODE solver, if any (the SDE sampler's steps are Euler–Maruyama's).
     pub fn solver(&self) -> Option<Method> {
         match self {
-            Setting::Base | Setting::Lora => None,
+            Setting::Base | Setting::Lora | Setting::Sde { .. } => None,
             Setting::Fixed { solver, .. } | Setting::Adaptive { solver, .. } => Some(*solver),
         }
     }
@@ -118,6 +143,7 @@ impl Setting {
                 max_nfe,
                 on_budget: BudgetPolicy::Error,
             },
+            Setting::Sde { steps, diffusion } => DiffusionMode::Sde { steps, diffusion },
         }
     }
 }
@@ -167,6 +193,7 @@ impl FromStr for Setting {
                 atol,
                 max_nfe,
             }),
+            DiffusionMode::Sde { steps, diffusion } => Ok(Setting::Sde { steps, diffusion }),
         }
     }
 }

@@ -198,6 +198,7 @@ fn the_analytic_count_equals_the_built_path() {
             // Reference-layout export holds exactly the module's parameters.
             let exported: usize = path
                 .reference_tensors()
+                .unwrap()
                 .iter()
                 .map(|(_, d)| d.num_elements())
                 .sum();
@@ -387,6 +388,30 @@ impl CountTensors for DiffusionPath {
     }
 }
 
+/// The keys are recorded once, when the path is built; a submodule replaced afterwards has
+/// parameters without keys, and saving says so instead of writing an incomplete file.
+#[test]
+fn a_submodule_replaced_after_building_is_a_typed_error_on_save() {
+    let device = Device::flex();
+    let base = CausalLm::random(&base_config("llama"), &device, DType::F32, 11);
+    let mut path = DiffusionPath::init(&tiny_l2d_config(), &base, 12).unwrap();
+    let keys: Vec<String> = path
+        .reference_keys()
+        .into_iter()
+        .map(|(_, k, _)| k)
+        .collect();
+    assert!(keys.contains(&"model.layers.1.self_attn.flow_q_proj.A".to_string()));
+    assert!(keys.contains(&"model.timestep_embedder.mlp.2.bias".to_string()));
+    let lora = path.layers[1].q_proj.lora.as_ref().unwrap();
+    let (a, b) = (lora.a.val(), lora.b.val());
+    path.layers[1].q_proj = l2d_models::diffusion::projection::FlowProjection::lora(a, b, 1.0);
+    let dir = TempDir::new();
+    let file = dir.path().join("adapter.safetensors");
+    let err = path.save(&file, &base).unwrap_err().to_string();
+    assert!(err.contains("has no checkpoint key"), "{err}");
+    assert!(!file.exists(), "an incomplete adapter was written");
+}
+
 #[test]
 fn adapter_files_round_trip_and_refuse_another_base() {
     let device = Device::flex();
@@ -419,8 +444,9 @@ fn adapter_files_round_trip_and_refuse_another_base() {
     assert_eq!(loaded.config(), &config);
     for ((ka, va), (kb, vb)) in path
         .reference_tensors()
+        .unwrap()
         .into_iter()
-        .zip(loaded.reference_tensors())
+        .zip(loaded.reference_tensors().unwrap())
     {
         assert_eq!(ka, kb);
         assert_eq!(va, vb, "{ka}");

@@ -21,7 +21,7 @@ use l2d_models::generation::{
 };
 use l2d_models::l2d_config::L2dConfig;
 use l2d_models::sampling::SamplingConfig;
-use l2d_solvers::{Method, Solver, StepController, linspace};
+use l2d_solvers::{Diffusion, Method, Solver, StepController, linspace};
 
 const ARCHS: [&str; 3] = ["llama3-tied", "qwen2-bias", "mistral-swa"];
 
@@ -638,6 +638,22 @@ fn diffusion_modes_round_trip_through_their_text_and_bad_text_is_refused() {
             max_nfe: None,
             on_budget: BudgetPolicy::Error,
         },
+        DiffusionMode::Sde {
+            steps: 9,
+            diffusion: Diffusion::Sigma { norm: 0.5 },
+        },
+        DiffusionMode::Sde {
+            steps: 2,
+            diffusion: Diffusion::Zero,
+        },
+        DiffusionMode::Sde {
+            steps: 3,
+            diffusion: Diffusion::IncreasingDecreasing { norm: 2.0 },
+        },
+        DiffusionMode::Sde {
+            steps: 3,
+            diffusion: Diffusion::Constant(1.5),
+        },
     ];
     for mode in modes {
         let text = mode.to_string();
@@ -657,8 +673,107 @@ fn diffusion_modes_round_trip_through_their_text_and_bad_text_is_refused() {
         ("adaptive:speed=2", "unknown adaptive option"),
         ("base:7", "no options"),
         ("7:warp", "warp"),
+        ("sde", "needs its steps"),
+        ("sde:0", "at least 1"),
+        ("sde:4:brownian", "unknown diffusion coefficient"),
+        ("sde:4:sigma=-1", "non-negative"),
+        ("sde:4:constant", "needs a value"),
+        ("sde:4:zero=2", "no value"),
+        ("sde:4:zero:extra", "unexpected"),
     ] {
         let err = bad.parse::<DiffusionMode>().unwrap_err().to_string();
         assert!(err.contains(needle), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn the_sde_sampler_without_noise_is_euler_and_its_noise_is_per_row_and_seeded() {
+    let config = GenerationConfig::greedy(4);
+    for name in ["llama3-tied", "qwen2-bias"] {
+        let base = model(name);
+        let vocab = base.config().vocab_size;
+        let path = random_path(&base, None, 5);
+        let generator = |mode: &str, seed: u64| {
+            let options = DiffusionOptions::from_mode(mode.parse().unwrap()).with_seed(seed);
+            Generator::new(&base, Some(&path), options).unwrap()
+        };
+        // g = 0: the sampler's steps are Euler's, bit for bit, at the same NFE.
+        let (euler, euler_logits, euler_stats) =
+            diffusion_run(&generator("4:euler", 3), &prompts(), &config);
+        let (zero, zero_logits, zero_stats) =
+            diffusion_run(&generator("sde:4:zero", 3), &prompts(), &config);
+        assert_eq!(tokens(&zero), tokens(&euler), "{name}");
+        assert_eq!(
+            zero_logits, euler_logits,
+            "{name}: sde:4:zero differs from 4:euler"
+        );
+        assert_eq!(zero_stats.mean_nfe_per_token(), 5.0);
+        assert_eq!(euler_stats.mean_nfe_per_token(), 5.0);
+
+        // g > 0: the noise changes the logits, a seed reproduces them, another seed changes
+        // them, and each row's noise is its own (a batch equals one-prompt calls).
+        let g = generator("sde:4:sigma=1", 3);
+        let (batched, logits, stats) = diffusion_run(&g, &prompts(), &config);
+        assert_eq!(stats.mean_nfe_per_token(), 5.0);
+        let (_, again, _) = diffusion_run(&g, &prompts(), &config);
+        assert_eq!(again, logits, "{name}: the same seed gave other logits");
+        let noise_effect = max_abs_diff(&logits[0], &euler_logits[0]);
+        assert!(
+            noise_effect > 1e-4,
+            "{name}: the SDE noise changed nothing ({noise_effect})"
+        );
+        let (_, other_seed, _) = diffusion_run(&generator("sde:4:sigma=1", 4), &prompts(), &config);
+        let seed_effect = max_abs_diff(&other_seed[0], &logits[0]);
+        assert!(
+            seed_effect > 1e-4,
+            "{name}: the seed changed nothing ({seed_effect})"
+        );
+        let batched_rec = Recorder { inner: (), logits };
+        for (r, p) in prompts().iter().enumerate() {
+            let (single, single_logits, _) = diffusion_run(&g, std::slice::from_ref(p), &config);
+            assert_eq!(
+                batched.sequences[r].tokens, single.sequences[0].tokens,
+                "{name} row {r}"
+            );
+            let single_rec = Recorder {
+                inner: (),
+                logits: single_logits,
+            };
+            let (a, b) = (batched_rec.row(r, vocab), single_rec.row(0, vocab));
+            let rel = max_abs_diff(&a, &b) / max_abs(&b);
+            assert!(rel < 1e-5, "{name} row {r}: batched vs single rel {rel}");
+        }
+    }
+    // Bad SDE options are typed errors naming the field.
+    let base = model("llama3-tied");
+    let path = random_path(&base, None, 5);
+    for (mode, field) in [
+        (
+            DiffusionMode::Sde {
+                steps: l2d_models::generation::MAX_SOLVER_STEPS + 1,
+                diffusion: Diffusion::Zero,
+            },
+            "steps",
+        ),
+        (
+            DiffusionMode::Sde {
+                steps: 4,
+                diffusion: Diffusion::Constant(f64::NAN),
+            },
+            "diffusion",
+        ),
+        (
+            DiffusionMode::Sde {
+                steps: 0,
+                diffusion: Diffusion::Zero,
+            },
+            "steps",
+        ),
+    ] {
+        match Generator::new(&base, Some(&path), DiffusionOptions::from_mode(mode)) {
+            Err(DiffusionGenerationError::Invalid { field: f, .. }) => assert_eq!(f, field),
+            Err(e) => panic!("{mode}: {e}"),
+            Ok(_) => panic!("{mode}: accepted"),
+        }
     }
 }

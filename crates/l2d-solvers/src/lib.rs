@@ -82,7 +82,7 @@ pub use controller::{AdaptiveController, ErrorControl, StepController};
 pub use error::SolverError;
 pub use field::{EndpointPolicy, StepInfo, VectorField};
 pub use grid::{TimeGrid, linspace, shift_time};
-pub use sde::{Diffusion, FlowSdeSampler, LastStep, Noise, SeededNoise};
+pub use sde::{Diffusion, FlowSdeSampler, InvalidDiffusion, LastStep, Noise, SeededNoise};
 pub use solve::{SaveAt, Solution, Solver, Stats};
 pub use state::State;
 pub use tableau::{ButcherTableau, EndStageTime, Method, UnknownMethod};

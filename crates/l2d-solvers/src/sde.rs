@@ -74,6 +74,21 @@ impl<S: State> Noise<S> for SeededNoise {
 /// The SiT forms are written for their `w(t)` (drift `v + w·score`, noise `√(2w)·dW`) and
 /// scaled by the noise scale `s` so that the stochasticity is relative to the data scale:
 /// `g(t) = s·√(2·w(t))`.
+///
+/// Every form but [`Diffusion::Custom`] has a text form (for command lines and settings):
+/// `zero`, `constant=G`, `sigma[=NORM]`, `decreasing[=NORM]`,
+/// `increasing-decreasing[=NORM]` (`NORM` defaults to 1, SiT's `diffusion_norm`).
+///
+/// ```
+/// use l2d_solvers::Diffusion;
+///
+/// let d: Diffusion = "sigma".parse()?;
+/// assert_eq!(d, Diffusion::Sigma { norm: 1.0 });
+/// assert_eq!(d.to_string(), "sigma=1");
+/// assert_eq!("decreasing=0.5".parse::<Diffusion>()?, Diffusion::Decreasing { norm: 0.5 });
+/// assert!("sigma=-1".parse::<Diffusion>().is_err());
+/// # Ok::<(), l2d_solvers::InvalidDiffusion>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub enum Diffusion {
     /// `g = 0`: the probability-flow ODE, integrated by Euler exactly.
@@ -116,6 +131,94 @@ impl Diffusion {
                 sit(norm * s * s)
             }
             Diffusion::Custom(g) => g(t),
+        }
+    }
+}
+
+/// Two custom coefficients are equal when they are the same function.
+impl PartialEq for Diffusion {
+    fn eq(&self, other: &Self) -> bool {
+        use Diffusion::*;
+        match (*self, *other) {
+            (Zero, Zero) => true,
+            (Constant(a), Constant(b)) => a == b,
+            (Sigma { norm: a }, Sigma { norm: b })
+            | (Decreasing { norm: a }, Decreasing { norm: b })
+            | (IncreasingDecreasing { norm: a }, IncreasingDecreasing { norm: b }) => a == b,
+            (Custom(a), Custom(b)) => std::ptr::fn_addr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// A diffusion coefficient's text that does not parse (the message says why).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDiffusion(pub String);
+
+impl std::fmt::Display for Diffusion {
+    /// The text form ([`Diffusion::Custom`] writes `custom`, which does not parse back).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Diffusion::Zero => f.write_str("zero"),
+            Diffusion::Constant(g) => write!(f, "constant={g}"),
+            Diffusion::Sigma { norm } => write!(f, "sigma={norm}"),
+            Diffusion::Decreasing { norm } => write!(f, "decreasing={norm}"),
+            Diffusion::IncreasingDecreasing { norm } => write!(f, "increasing-decreasing={norm}"),
+            Diffusion::Custom(_) => f.write_str("custom"),
+        }
+    }
+}
+
+impl std::str::FromStr for Diffusion {
+    type Err = InvalidDiffusion;
+
+    fn from_str(s: &str) -> Result<Self, InvalidDiffusion> {
+        let s = s.trim();
+        let (name, value) = match s.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (s, None),
+        };
+        let number = |default: Option<f64>| -> Result<f64, InvalidDiffusion> {
+            match (value, default) {
+                (None, Some(d)) => Ok(d),
+                (None, None) => Err(InvalidDiffusion(format!(
+                    "`{name}` needs a value: `{name}=G`"
+                ))),
+                (Some(v), _) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| {
+                        InvalidDiffusion(format!(
+                            "`{name}` must be a non-negative number, got {v:?}"
+                        ))
+                    }),
+            }
+        };
+        match name {
+            "zero" => match value {
+                None => Ok(Diffusion::Zero),
+                Some(v) => Err(InvalidDiffusion(format!(
+                    "`zero` takes no value, got {v:?}"
+                ))),
+            },
+            "constant" => Ok(Diffusion::Constant(number(None)?)),
+            "sigma" => Ok(Diffusion::Sigma {
+                norm: number(Some(1.0))?,
+            }),
+            "decreasing" => Ok(Diffusion::Decreasing {
+                norm: number(Some(1.0))?,
+            }),
+            "increasing-decreasing" | "increasing_decreasing" => {
+                Ok(Diffusion::IncreasingDecreasing {
+                    norm: number(Some(1.0))?,
+                })
+            }
+            other => Err(InvalidDiffusion(format!(
+                "unknown diffusion coefficient {other:?}; known: zero, constant=G, sigma[=NORM], \
+                 decreasing[=NORM], increasing-decreasing[=NORM]"
+            ))),
         }
     }
 }

@@ -85,6 +85,7 @@ fn compare(path: &DiffusionPath, reference: &Path, drift: &serde_json::Value, wh
         .clone()
         .valid()
         .reference_tensors()
+        .unwrap()
         .into_iter()
         .collect();
     assert_eq!(ours.len(), expected.len(), "{when}: tensor count");

@@ -22,14 +22,12 @@ use std::io::Read;
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
-use burn::nn::Linear;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 use super::error::DiffusionError;
-use super::mlp::SimpleMlp;
+use super::keys::KeyLayout;
 use super::path::{BaseSummary, DiffusionPath};
-use super::projection::FlowProjection;
 use super::source::FileSource;
 use crate::config::ModelConfig;
 use crate::decoder::{CausalLm, Projection};
@@ -270,130 +268,27 @@ pub fn base_fingerprint(model: &CausalLm) -> String {
     format!("l2d-fp1:{:016x}", h.hash)
 }
 
-/// A parameter of the diffusion path as the reference stores it.
-#[derive(Debug, Clone, Copy)]
-pub enum ReferenceParam<'a> {
-    /// A 1-D parameter (biases).
-    Vector(&'a Param<Tensor<1>>),
-    /// A 2-D parameter stored as is (LoRA factors, embedding tables).
-    Matrix(&'a Param<Tensor<2>>),
-    /// A linear weight, stored transposed (`[out, in]`) by the reference.
-    LinearWeight(&'a Param<Tensor<2>>),
-}
-
-impl ReferenceParam<'_> {
-    /// The parameter's id.
-    pub fn id(&self) -> ParamId {
-        match self {
-            ReferenceParam::Vector(p) => p.id,
-            ReferenceParam::Matrix(p) | ReferenceParam::LinearWeight(p) => p.id,
-        }
-    }
-
-    /// Its value in the reference's layout, as f32 data.
-    pub fn data(&self) -> TensorData {
-        match self {
-            ReferenceParam::Vector(p) => p.val().cast(DType::F32).into_data(),
-            ReferenceParam::Matrix(p) => p.val().cast(DType::F32).into_data(),
-            ReferenceParam::LinearWeight(p) => p.val().transpose().cast(DType::F32).into_data(),
-        }
-    }
-
-    /// Whether it is a bias (the reference applies no weight decay to biases).
-    pub fn is_bias(&self) -> bool {
-        matches!(self, ReferenceParam::Vector(_))
-    }
-}
-
-type Visit<'a, 'b> = &'b mut dyn FnMut(String, ReferenceParam<'a>);
-
-fn walk_linear<'a>(f: Visit<'a, '_>, key: &str, l: &'a Linear) {
-    f(
-        format!("{key}.weight"),
-        ReferenceParam::LinearWeight(&l.weight),
-    );
-    if let Some(b) = &l.bias {
-        f(format!("{key}.bias"), ReferenceParam::Vector(b));
-    }
-}
-
-fn walk_mlp<'a>(f: Visit<'a, '_>, prefix: &str, mlp: &'a SimpleMlp) {
-    for (i, l) in mlp.layers.iter().enumerate() {
-        walk_linear(f, &format!("{prefix}.{}", 2 * i), l);
-    }
-}
-
-fn walk_projection<'a>(f: Visit<'a, '_>, key: &str, p: &'a FlowProjection) {
-    if let Some(lora) = &p.lora {
-        f(format!("{key}.A"), ReferenceParam::Matrix(&lora.a));
-        f(format!("{key}.B"), ReferenceParam::Matrix(&lora.b));
-    }
-    if let Some(full) = &p.full {
-        walk_linear(f, key, full);
-    }
-}
-
 impl DiffusionPath {
-    /// Visits every parameter with its reference key (`model.layers.3.self_attn.flow_q_proj.A`),
-    /// in the module's own parameter order.
-    pub fn visit_reference<'a>(&'a self, f: &mut dyn FnMut(String, ReferenceParam<'a>)) {
-        if let Some(m) = &self.flow_token_embedder.mapping {
-            walk_mlp(f, "model.flow_token_embedder.embedder.layers_module", m);
-        }
-        if let Some(t) = &self.flow_token_embedder.table {
-            f(
-                "model.flow_token_embedder.embedding_table.weight".into(),
-                ReferenceParam::Matrix(t),
-            );
-        }
-        if let Some(m) = &self.flow_to_lm_encoder.mlp {
-            let prefix = if self.flow_to_lm_encoder.normalization().is_some() {
-                "model.flow_to_lm_encoder.embedder.layers_module"
-            } else {
-                "model.flow_to_lm_encoder.layers_module"
-            };
-            walk_mlp(f, prefix, m);
-        }
-        walk_mlp(
-            f,
-            "model.timestep_embedder.mlp",
-            &self.timestep_embedder.mlp,
-        );
-        if let Some(c) = &self.class_embedder {
-            f(
-                "model.data_label_embedder.weight".into(),
-                ReferenceParam::Matrix(&c.weight),
-            );
-        }
-        for (l, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{l}");
-            walk_mlp(
-                f,
-                &format!("{p}.modulation_head.mlp"),
-                &layer.modulation_head.mlp,
-            );
-            walk_projection(f, &format!("{p}.self_attn.flow_q_proj"), &layer.q_proj);
-            walk_projection(f, &format!("{p}.self_attn.flow_o_proj"), &layer.o_proj);
-            walk_projection(f, &format!("{p}.mlp.flow_gate_proj"), &layer.gate_proj);
-            walk_projection(f, &format!("{p}.mlp.flow_up_proj"), &layer.up_proj);
-            walk_projection(f, &format!("{p}.mlp.flow_down_proj"), &layer.down_proj);
-        }
-        walk_mlp(f, "model.modulation_head.mlp", &self.modulation_head.mlp);
-    }
-
-    /// Every parameter's id and reference key (for optimizer groups, e.g. no weight decay on
-    /// biases, and for naming optimizer state).
+    /// Every parameter's id, reference key (`model.layers.3.self_attn.flow_q_proj.A`) and
+    /// whether it is a bias (for optimizer groups, e.g. no weight decay on biases, and for
+    /// naming optimizer state), in the order the path was built. The keys are the ones the
+    /// path was built under ([`DiffusionPath::build`]'s submodules name them once).
     pub fn reference_keys(&self) -> Vec<(ParamId, String, bool)> {
-        let mut out = Vec::new();
-        self.visit_reference(&mut |k, p| out.push((p.id(), k, p.is_bias())));
-        out
+        self.keys()
+            .entries()
+            .iter()
+            .map(|e| (e.id, e.key.clone(), e.layout == KeyLayout::Vector))
+            .collect()
     }
 
-    /// Every parameter under its reference key, in the reference's layout, as f32 data.
-    pub fn reference_tensors(&self) -> Vec<(String, TensorData)> {
-        let mut out = Vec::new();
-        self.visit_reference(&mut |k, p| out.push((k, p.data())));
-        out
+    /// Every parameter under its reference key, in the reference's layout (linear weights
+    /// `[out, in]`), as f32 data.
+    ///
+    /// # Errors
+    /// [`DiffusionError::Invalid`] if a submodule was replaced after the path was built (its
+    /// parameters then have no key).
+    pub fn reference_tensors(&self) -> Result<Vec<(String, TensorData)>, DiffusionError> {
+        self.keys().tensors(self)
     }
 
     /// Writes the adapter file (parameters + metadata, see the [module docs](self)) for the
@@ -426,7 +321,7 @@ impl DiffusionPath {
         meta.insert("base_fingerprint".to_string(), base_fingerprint(base));
         meta.insert("num_parameters".to_string(), self.num_params().to_string());
         let bytes =
-            serialize_f32(self.reference_tensors(), meta).map_err(|e| write_err(e.to_string()))?;
+            serialize_f32(self.reference_tensors()?, meta).map_err(|e| write_err(e.to_string()))?;
         let bytes = canonical_header(bytes).map_err(write_err)?;
         write_atomically(path, &bytes).map_err(|e| write_err(e.to_string()))
     }

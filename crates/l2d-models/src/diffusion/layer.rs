@@ -6,9 +6,12 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Tensor};
 
+use super::error::DiffusionError;
+use super::keys::Keyed;
 use super::modulation::{ConditioningHead, LayerModulation};
-use super::projection::FlowProjection;
+use super::projection::{FlowProjection, ProjectionKind};
 use crate::decoder::{DecoderLayer, LayerKv, RopeCosSin, attention, merge_heads, split_heads};
+use crate::l2d_config::ResolvedDims;
 
 /// The diffusion path's parameters of one decoder layer.
 #[derive(Module, Debug)]
@@ -28,6 +31,44 @@ pub struct FlowLayer {
 }
 
 impl FlowLayer {
+    /// Layer `base`'s diffusion parameters at `vb` (`model.layers.N`): the modulation head
+    /// (`modulation_head`, `C → C → chunks·hidden`) and the five projections under their
+    /// reference names.
+    pub(crate) fn build(
+        vb: &mut Keyed<'_, '_>,
+        dims: &ResolvedDims,
+        kind: ProjectionKind,
+        base: Option<&DecoderLayer>,
+    ) -> Result<Self, DiffusionError> {
+        let (h, aw, im) = (dims.hidden, dims.attn_width, dims.intermediate);
+        let modulation_head = ConditioningHead::build(
+            &mut vb.pp("modulation_head"),
+            dims.cond_dim,
+            dims.modulation_chunks * h,
+        )?;
+        let mut proj = |name: &str, d_in, d_out, frozen| {
+            FlowProjection::build(&mut vb.pp(name), kind, d_in, d_out, frozen)
+        };
+        Ok(FlowLayer {
+            modulation_head,
+            q_proj: proj(
+                "self_attn.flow_q_proj",
+                h,
+                aw,
+                base.map(|b| &b.self_attn.q_proj),
+            )?,
+            o_proj: proj(
+                "self_attn.flow_o_proj",
+                aw,
+                h,
+                base.map(|b| &b.self_attn.o_proj),
+            )?,
+            gate_proj: proj("mlp.flow_gate_proj", h, im, base.map(|b| &b.mlp.gate_proj))?,
+            up_proj: proj("mlp.flow_up_proj", h, im, base.map(|b| &b.mlp.up_proj))?,
+            down_proj: proj("mlp.flow_down_proj", im, h, base.map(|b| &b.mlp.down_proj))?,
+        })
+    }
+
     /// Runs the layer on the flow hidden state `f`:
     ///
     /// ```text

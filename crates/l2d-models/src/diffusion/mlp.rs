@@ -6,6 +6,10 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
+use super::error::DiffusionError;
+use super::keys::Keyed;
+use super::source::LinearInit;
+
 /// `Linear` applied to `x` in `x`'s dtype: the parameters are cast when they are stored in
 /// another dtype (an f32 diffusion path on a bf16 base computes in bf16, as the reference's
 /// whole-model cast does).
@@ -48,6 +52,24 @@ pub struct SimpleMlp {
 }
 
 impl SimpleMlp {
+    /// The MLP `sizes[0] → sizes[1] → …` at `vb`, layer `i` at `vb.{2i}` (the SiLU between
+    /// layers has the odd indices in the reference's `nn.Sequential`), initialised by
+    /// `init(i, layers)`.
+    pub(crate) fn build(
+        vb: &mut Keyed<'_, '_>,
+        sizes: &[usize],
+        init: &dyn Fn(usize, usize) -> LinearInit,
+    ) -> Result<Self, DiffusionError> {
+        let n = sizes.len() - 1;
+        let layers = (0..n)
+            .map(|i| {
+                vb.pp(2 * i)
+                    .linear(sizes[i], sizes[i + 1], true, init(i, n))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SimpleMlp { layers })
+    }
+
     /// The MLP, in the input's dtype.
     ///
     /// # Shapes

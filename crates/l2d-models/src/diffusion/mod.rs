@@ -37,6 +37,7 @@ pub mod context;
 pub mod count;
 pub mod encoder;
 pub mod error;
+pub(crate) mod keys;
 pub mod layer;
 pub mod loss;
 pub mod mlp;
@@ -48,9 +49,7 @@ pub mod timestep;
 pub mod token_embedder;
 pub mod velocity;
 
-pub use adapter::{
-    AdapterLoadOptions, AdapterMetadata, ReferenceParam, base_fingerprint, load_reference_model,
-};
+pub use adapter::{AdapterLoadOptions, AdapterMetadata, base_fingerprint, load_reference_model};
 pub use conditioning::{ClassLabels, Timesteps};
 pub use conditioning_cache::{Branches, TimeConditioningCache};
 pub use context::FlowContext;

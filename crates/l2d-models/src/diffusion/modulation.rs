@@ -5,7 +5,10 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
+use super::error::DiffusionError;
+use super::keys::Keyed;
 use super::mlp::SimpleMlp;
+use super::source::LinearInit;
 
 /// A conditioning head: conditioning vectors to `k` vectors of the hidden width.
 #[derive(Module, Debug)]
@@ -15,6 +18,25 @@ pub struct ConditioningHead {
 }
 
 impl ConditioningHead {
+    /// The head `C → C → out` at `vb` (its MLP at `vb.mlp`), the last layer zero so a fresh
+    /// head outputs zeros.
+    pub(crate) fn build(
+        vb: &mut Keyed<'_, '_>,
+        cond: usize,
+        out: usize,
+    ) -> Result<Self, DiffusionError> {
+        let last_zero = |i: usize, n: usize| {
+            if i + 1 == n {
+                LinearInit::Zero
+            } else {
+                LinearInit::Xavier
+            }
+        };
+        Ok(Self {
+            mlp: SimpleMlp::build(&mut vb.pp("mlp"), &[cond, cond, out], &last_zero)?,
+        })
+    }
+
     /// The head's output, in the conditioning's dtype.
     ///
     /// # Shapes

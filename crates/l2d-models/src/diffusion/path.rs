@@ -10,10 +10,11 @@ use super::conditioning::{ClassLabels, Timesteps};
 use super::context::FlowContext;
 use super::encoder::FlowToLmEncoder;
 use super::error::DiffusionError;
+use super::keys::{KeyBuilder, ParamKeys};
 use super::layer::FlowLayer;
 use super::mlp::SimpleMlp;
 use super::modulation::{ConditioningHead, LayerModulation};
-use super::projection::FlowProjection;
+use super::projection::ProjectionKind;
 use super::source::{InitSource, LinearInit, MatrixInit, ParamSource};
 use super::timestep::TimestepEmbedder;
 use super::token_embedder::FlowTokenEmbedder;
@@ -181,9 +182,16 @@ pub struct DiffusionPath {
     dims: ResolvedDims,
     #[module(skip)]
     base: BaseSummary,
+    #[module(skip)]
+    keys: ParamKeys,
 }
 
 impl DiffusionPath {
+    /// The checkpoint key of every parameter, recorded when the path was built.
+    pub(crate) fn keys(&self) -> &ParamKeys {
+        &self.keys
+    }
+
     /// A freshly initialised path for `base`, as the reference initialises it: Xavier-uniform
     /// MLPs with zero biases, the timestep MLP's first and last weights `N(0, 0.02²)`, the last
     /// layer of every modulation head zero (so a fresh path leaves the base model unchanged at
@@ -230,54 +238,23 @@ impl DiffusionPath {
     ) -> Result<Self, DiffusionError> {
         let dims = config.resolve(base_config)?;
         let h = dims.hidden;
-        let mlp = |source: &mut dyn ParamSource,
-                   prefix: &str,
-                   sizes: &[usize],
-                   inits: &dyn Fn(usize, usize) -> LinearInit|
-         -> Result<SimpleMlp, DiffusionError> {
-            let n = sizes.len() - 1;
-            let layers = (0..n)
-                .map(|i| {
-                    source.linear(
-                        &format!("{prefix}.{}", 2 * i),
-                        sizes[i],
-                        sizes[i + 1],
-                        true,
-                        inits(i, n),
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(SimpleMlp { layers })
-        };
+        let mut builder = KeyBuilder::new(source);
+        let mut root = builder.root();
+        let mut vb = root.pp("model");
         let xavier = |_: usize, _: usize| LinearInit::Xavier;
-        let head = |i: usize, n: usize| {
-            if i + 1 == n {
-                LinearInit::Zero
-            } else {
-                LinearInit::Xavier
-            }
-        };
 
         let d = dims.flow_dim;
         let (mapping, table) = match config.flow_representation_space {
             FlowSpace::Mapping => {
                 let mut sizes = vec![h];
                 sizes.extend(std::iter::repeat_n(d, dims.flow_map_layers));
-                let m = mlp(
-                    source,
-                    "model.flow_token_embedder.embedder.layers_module",
-                    &sizes,
-                    &xavier,
-                )?;
-                (Some(m), None)
+                let mut at = vb.pp("flow_token_embedder.embedder.layers_module");
+                (Some(SimpleMlp::build(&mut at, &sizes, &xavier)?), None)
             }
             FlowSpace::Embedding => (None, None),
             FlowSpace::OneHot => {
-                let t = source.matrix(
-                    "model.flow_token_embedder.embedding_table.weight",
-                    [dims.vocab, d],
-                    MatrixInit::Normal(0.02),
-                )?;
+                let mut at = vb.pp("flow_token_embedder.embedding_table.weight");
+                let t = at.matrix([dims.vocab, d], MatrixInit::Normal(0.02))?;
                 (None, Some(t))
             }
         };
@@ -299,11 +276,6 @@ impl DiffusionPath {
         } else {
             None
         };
-        let encoder_prefix = if normalization.is_some() {
-            "model.flow_to_lm_encoder.embedder.layers_module"
-        } else {
-            "model.flow_to_lm_encoder.layers_module"
-        };
         let encoder_mlp = if dims.encoder_layers == 0 {
             None
         } else {
@@ -313,7 +285,13 @@ impl DiffusionPath {
                 dims.encoder_layers - 1,
             ));
             sizes.push(h);
-            Some(mlp(source, encoder_prefix, &sizes, &xavier)?)
+            // With an input normalisation the reference wraps the MLP in an `embedder`.
+            let mut at = if normalization.is_some() {
+                vb.pp("flow_to_lm_encoder.embedder.layers_module")
+            } else {
+                vb.pp("flow_to_lm_encoder.layers_module")
+            };
+            Some(SimpleMlp::build(&mut at, &sizes, &xavier)?)
         };
         let flow_to_lm_encoder = FlowToLmEncoder::new(
             encoder_mlp,
@@ -332,99 +310,38 @@ impl DiffusionPath {
             }
         };
         let timestep_embedder = TimestepEmbedder {
-            mlp: mlp(
-                source,
-                "model.timestep_embedder.mlp",
-                &sizes,
-                &timestep_init,
-            )?,
+            mlp: SimpleMlp::build(&mut vb.pp("timestep_embedder.mlp"), &sizes, &timestep_init)?,
             frequency_size: dims.freq_dim,
         };
 
         let class_embedder = if dims.num_classes > 0 {
             Some(ClassEmbedder {
-                weight: Param::from_tensor(source.matrix(
-                    "model.data_label_embedder.weight",
-                    [dims.num_classes + 1, c],
-                    MatrixInit::Normal(0.02),
-                )?),
+                weight: vb
+                    .pp("data_label_embedder.weight")
+                    .matrix([dims.num_classes + 1, c], MatrixInit::Normal(0.02))?,
             })
         } else {
             None
         };
 
-        let scale = config.lora_scale();
-        let rank = config.flow_lora_rank;
-        let mut layers = Vec::with_capacity(dims.layers);
-        for l in 0..dims.layers {
-            let p = format!("model.layers.{l}");
-            let modulation_head = ConditioningHead {
-                mlp: mlp(
-                    source,
-                    &format!("{p}.modulation_head.mlp"),
-                    &[c, c, dims.modulation_chunks * h],
-                    &head,
-                )?,
-            };
-            let base_layer = base.map(|b| &b.model.layers[l]);
-            let mut proj = |name: &str,
-                            d_in: usize,
-                            d_out: usize,
-                            frozen: Option<&crate::decoder::FrozenLinear>|
-             -> Result<FlowProjection, DiffusionError> {
-                let key = format!("{p}.{name}");
-                if !config.separate_flow_params {
-                    Ok(FlowProjection::shared())
-                } else if config.separate_flow_params_with_lora {
-                    let a = source.matrix(
-                        &format!("{key}.A"),
-                        [d_in, rank],
-                        MatrixInit::Normal(1.0 / rank as f64),
-                    )?;
-                    let b = source.matrix(&format!("{key}.B"), [rank, d_out], MatrixInit::Zero)?;
-                    Ok(FlowProjection::lora(a, b, scale))
-                } else {
-                    Ok(FlowProjection::full(source.full_copy(&key, frozen)?))
-                }
-            };
-            let (aw, im) = (dims.attn_width, dims.intermediate);
-            layers.push(FlowLayer {
-                modulation_head,
-                q_proj: proj(
-                    "self_attn.flow_q_proj",
-                    h,
-                    aw,
-                    base_layer.map(|b| &b.self_attn.q_proj),
-                )?,
-                o_proj: proj(
-                    "self_attn.flow_o_proj",
-                    aw,
-                    h,
-                    base_layer.map(|b| &b.self_attn.o_proj),
-                )?,
-                gate_proj: proj(
-                    "mlp.flow_gate_proj",
-                    h,
-                    im,
-                    base_layer.map(|b| &b.mlp.gate_proj),
-                )?,
-                up_proj: proj(
-                    "mlp.flow_up_proj",
-                    h,
-                    im,
-                    base_layer.map(|b| &b.mlp.up_proj),
-                )?,
-                down_proj: proj(
-                    "mlp.flow_down_proj",
-                    im,
-                    h,
-                    base_layer.map(|b| &b.mlp.down_proj),
-                )?,
-            });
-        }
-        let modulation_head = ConditioningHead {
-            mlp: mlp(source, "model.modulation_head.mlp", &[c, c, h], &head)?,
+        let kind = if !config.separate_flow_params {
+            ProjectionKind::Shared
+        } else if config.separate_flow_params_with_lora {
+            ProjectionKind::Lora {
+                rank: config.flow_lora_rank,
+                scale: config.lora_scale(),
+            }
+        } else {
+            ProjectionKind::Full
         };
+        let layers = (0..dims.layers)
+            .map(|l| {
+                let base_layer = base.map(|b| &b.model.layers[l]);
+                FlowLayer::build(&mut vb.pp("layers").pp(l), &dims, kind, base_layer)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let modulation_head = ConditioningHead::build(&mut vb.pp("modulation_head"), c, h)?;
+        let keys = builder.finish();
         Ok(Self {
             flow_token_embedder,
             flow_to_lm_encoder,
@@ -435,6 +352,7 @@ impl DiffusionPath {
             config: config.clone(),
             dims,
             base: BaseSummary::of(base_config),
+            keys,
         })
     }
 

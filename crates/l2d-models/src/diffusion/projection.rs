@@ -6,7 +6,10 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
+use super::error::DiffusionError;
+use super::keys::Keyed;
 use super::mlp::linear_in_dtype;
+use super::source::MatrixInit;
 use crate::decoder::FrozenLinear;
 pub use crate::lora::LoraDelta;
 
@@ -19,7 +22,44 @@ pub struct FlowProjection {
     pub full: Option<Linear>,
 }
 
+/// Which kind of projection the path's configuration asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum ProjectionKind {
+    /// The frozen projection itself.
+    Shared,
+    /// A LoRA delta of this rank and scale.
+    Lora { rank: usize, scale: f64 },
+    /// A full trainable copy.
+    Full,
+}
+
 impl FlowProjection {
+    /// The projection `d_in → d_out` at `vb` (LoRA factors at `vb.A` `[d_in, rank]`,
+    /// `N(0, 1/rank²)`, and `vb.B` `[rank, d_out]`, zero; a full copy at `vb.weight`,
+    /// `vb.bias`, initialised from `frozen`).
+    pub(crate) fn build(
+        vb: &mut Keyed<'_, '_>,
+        kind: ProjectionKind,
+        d_in: usize,
+        d_out: usize,
+        frozen: Option<&FrozenLinear>,
+    ) -> Result<Self, DiffusionError> {
+        Ok(match kind {
+            ProjectionKind::Shared => Self::shared(),
+            ProjectionKind::Lora { rank, scale } => {
+                let a = vb
+                    .pp("A")
+                    .matrix([d_in, rank], MatrixInit::Normal(1.0 / rank as f64))?;
+                let b = vb.pp("B").matrix([rank, d_out], MatrixInit::Zero)?;
+                Self {
+                    lora: Some(LoraDelta { a, b, scale }),
+                    full: None,
+                }
+            }
+            ProjectionKind::Full => Self::full(vb.full_copy(frozen)?),
+        })
+    }
+
     /// A LoRA projection.
     pub fn lora(a: Tensor<2>, b: Tensor<2>, scale: f64) -> Self {
         Self {

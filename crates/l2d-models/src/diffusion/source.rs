@@ -1,9 +1,9 @@
 //! Where the diffusion path's parameters come from when it is built: a fresh initialisation
 //! like the reference's, or the tensors of a file (reference key names and layout).
 //!
-//! The path is assembled by one function ([`super::path::DiffusionPath`]'s builder) that asks a
-//! [`ParamSource`] for every tensor by its reference key, so the initialisation, the loader and
-//! the key names can never disagree.
+//! The path's submodules ask a [`ParamSource`] for every tensor by its reference key, through
+//! a [`KeyBuilder`](super::keys::KeyBuilder) that records the keys for saving, so the
+//! initialisation, the loader, the saved file and the key names can never disagree.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

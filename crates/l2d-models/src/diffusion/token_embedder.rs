@@ -35,13 +35,13 @@ impl FlowTokenEmbedder {
     pub fn new(
         space: FlowSpace,
         mapping: Option<SimpleMlp>,
-        table: Option<Tensor<2>>,
+        table: Option<Param<Tensor<2>>>,
         normalize: bool,
         rescaling: Rescaling,
     ) -> Self {
         Self {
             mapping,
-            table: table.map(Param::from_tensor),
+            table,
             normalize,
             space,
             rescaling,

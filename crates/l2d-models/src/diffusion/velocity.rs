@@ -13,7 +13,10 @@ use l2d_core::{
     normalize_flow_representation,
 };
 use l2d_guidance::Guidance;
-use l2d_solvers::{EndpointPolicy, Method, Solver, Stats, StepInfo, VectorField};
+use l2d_solvers::{
+    EndpointPolicy, FlowSdeSampler, Method, Noise, Solution, Solver, SolverError, Stats, StepInfo,
+    VectorField,
+};
 
 use super::conditioning::{ClassLabels, Timesteps};
 use super::conditioning_cache::{Branches, TimeConditioningCache};
@@ -475,6 +478,38 @@ impl<'a> FlowVelocityField<'a> {
         x0: Tensor<3>,
         times: &[f64],
     ) -> Result<(Tensor<3>, Stats), DiffusionError> {
+        self.check_initial_state(&x0)?;
+        let solver = solver
+            .clone()
+            .with_endpoint(self.endpoint)
+            .with_save_at(l2d_solvers::SaveAt::Last);
+        let result = solver.solve(self, x0, times);
+        self.last_state(result)
+    }
+
+    /// Samples the flow state from `x0` over `times` with the SDE `sampler` (the field's
+    /// end-point policy does not apply: the sampler never evaluates at the last time), drawing
+    /// its step noise from `noise`; returns the final state and the sampler's statistics.
+    ///
+    /// # Shapes
+    /// - `x0`: `[batch, n, d]`; output: the same
+    ///
+    /// # Errors
+    /// A failed evaluation's error, else the sampler's.
+    pub fn sample(
+        &mut self,
+        sampler: &FlowSdeSampler,
+        noise: &mut impl Noise<Tensor<3>>,
+        x0: Tensor<3>,
+        times: &[f64],
+    ) -> Result<(Tensor<3>, Stats), DiffusionError> {
+        self.check_initial_state(&x0)?;
+        let sampler = sampler.clone().with_save_at(l2d_solvers::SaveAt::Last);
+        let result = sampler.sample(self, noise, x0, times);
+        self.last_state(result)
+    }
+
+    fn check_initial_state(&self, x0: &Tensor<3>) -> Result<(), DiffusionError> {
         let (b, n, d) = (
             self.context.batch(),
             self.context.queries(),
@@ -487,11 +522,14 @@ impl<'a> FlowVelocityField<'a> {
                 got: x0.dims().to_vec(),
             });
         }
-        let solver = solver
-            .clone()
-            .with_endpoint(self.endpoint)
-            .with_save_at(l2d_solvers::SaveAt::Last);
-        let result = solver.solve(self, x0, times);
+        Ok(())
+    }
+
+    /// The last state of a solve, or the evaluation error that stopped it.
+    fn last_state(
+        &mut self,
+        result: Result<Solution<Tensor<3>>, SolverError>,
+    ) -> Result<(Tensor<3>, Stats), DiffusionError> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }

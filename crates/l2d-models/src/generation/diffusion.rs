@@ -88,7 +88,8 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use l2d_core::{HostRng, TemperatureSchedule, X1Estimation, X1Estimator};
 use l2d_guidance::Guidance;
 use l2d_solvers::{
-    AdaptiveController, EndpointPolicy, Method, Solver, SolverError, StepController,
+    AdaptiveController, Diffusion, EndpointPolicy, FlowSdeSampler, Method, Noise, Solver,
+    SolverError, StepController,
 };
 
 use super::step::TokenStep;
@@ -200,11 +201,31 @@ impl<'m> Generator<'m> {
                     _ => {}
                 }
             }
-            DiffusionMode::Fixed { steps, .. } if steps > MAX_SOLVER_STEPS => {
+            DiffusionMode::Fixed { steps, .. } | DiffusionMode::Sde { steps, .. }
+                if steps > MAX_SOLVER_STEPS =>
+            {
                 return Err(invalid(
                     "steps",
                     format!("{steps} is above the limit of {MAX_SOLVER_STEPS} per token"),
                 ));
+            }
+            DiffusionMode::Sde { steps: 0, .. } => {
+                return Err(invalid("steps", "an SDE needs at least 1 step".into()));
+            }
+            DiffusionMode::Sde { diffusion, .. } => {
+                let value = match diffusion {
+                    Diffusion::Zero | Diffusion::Custom(_) => 0.0,
+                    Diffusion::Constant(v)
+                    | Diffusion::Sigma { norm: v }
+                    | Diffusion::Decreasing { norm: v }
+                    | Diffusion::IncreasingDecreasing { norm: v } => v,
+                };
+                if !(value.is_finite() && value >= 0.0) {
+                    return Err(invalid(
+                        "diffusion",
+                        format!("{diffusion}: the coefficient must be finite and non-negative"),
+                    ));
+                }
             }
             DiffusionMode::Base | DiffusionMode::Fixed { .. } => {}
         }
@@ -415,6 +436,44 @@ pub fn token_rng(seed: u64, row_key: u64, token: usize) -> HostRng {
     HostRng::new(seed).derive(row_key).derive(token as u64)
 }
 
+/// The child of a row's token generator ([`token_rng`]) that draws an SDE's step noise.
+pub const SDE_NOISE_STREAM: u64 = 0x5de;
+
+/// The step noise of an SDE solve, row by row: row `r` draws from its own generator (the
+/// [`SDE_NOISE_STREAM`] child of its token generator), so a row's noise does not depend on
+/// the batch it is in.
+struct RowNoise {
+    rngs: Vec<HostRng>,
+}
+
+impl RowNoise {
+    fn new(token_rngs: &[HostRng]) -> Self {
+        Self {
+            rngs: token_rngs
+                .iter()
+                .map(|r| r.derive(SDE_NOISE_STREAM))
+                .collect(),
+        }
+    }
+}
+
+impl Noise<Tensor<3>> for RowNoise {
+    /// # Shapes
+    /// - `like`: `[batch, n, d]` with one generator per batch row; output: the same
+    fn standard_normal_like(&mut self, like: &Tensor<3>) -> Tensor<3> {
+        let [b, n, d] = like.dims();
+        debug_assert_eq!(b, self.rngs.len(), "one noise generator per row");
+        let mut values = Vec::with_capacity(b * n * d);
+        for rng in &mut self.rngs {
+            values.extend(rng.normal_vec(n * d));
+        }
+        Tensor::from_data(
+            TensorData::new(values, [b, n, d]),
+            (&like.device(), like.dtype()),
+        )
+    }
+}
+
 impl<'g> DiffusionStep<'g> {
     /// Uses `noise` as the initial flow states: token `k` of row `r` starts at
     /// `noise[k, r]` (already scaled: these are the `x₀`, not unit normals).
@@ -575,10 +634,7 @@ impl<'g> DiffusionStep<'g> {
     ) -> Result<FlowVelocityField<'f>, DiffusionGenerationError> {
         let gen_ = self.generator;
         let rows = context.batch();
-        let method = match gen_.options.mode {
-            DiffusionMode::Fixed { method, .. } | DiffusionMode::Adaptive { method, .. } => method,
-            DiffusionMode::Base => Method::Euler,
-        };
+        let method = method_of(gen_.options.mode);
         let offset = match gen_.options.temperature_offset {
             TemperatureOffset::Reference => reference_temperature_offset(method, times),
             TemperatureOffset::None => 0.0,
@@ -632,14 +688,25 @@ impl<'g> DiffusionStep<'g> {
             ..Default::default()
         };
         let logits = match gen_.options.mode {
-            DiffusionMode::Fixed { steps, method } => {
+            DiffusionMode::Fixed { steps, .. } | DiffusionMode::Sde { steps, .. } => {
                 let times = l2d_solvers::linspace(0.0, final_time, steps + 1);
-                let solver = Solver::new(method)
-                    .with_controller(StepController::RequestedTimes)
-                    .with_check_finite(false);
+                let mut noise = RowNoise::new(&rngs); // derived by key: nothing drawn yet
                 let cached = gen_.options.cache_conditioning;
                 let mut field = self.field(path, context, initial_logits, rngs, &times, cached)?;
-                let (x, s) = field.solve(&solver, x0, &times)?;
+                let (x, s) = match gen_.options.mode {
+                    DiffusionMode::Sde { diffusion, .. } => {
+                        let mut sampler =
+                            FlowSdeSampler::new(path.config().noise_rescaling, diffusion);
+                        sampler.check_finite = false;
+                        field.sample(&sampler, &mut noise, x0, &times)?
+                    }
+                    _ => {
+                        let solver = Solver::new(method_of(gen_.options.mode))
+                            .with_controller(StepController::RequestedTimes)
+                            .with_check_finite(false);
+                        field.solve(&solver, x0, &times)?
+                    }
+                };
                 self.check_finite(&x)?;
                 let logits = field.logits(final_time, &x)?;
                 stats.nfe = vec![s.nfe + 1; batch];
@@ -725,6 +792,14 @@ impl<'g> DiffusionStep<'g> {
             return Err(DiffusionGenerationError::NonFinite { token: self.token });
         }
         Ok(())
+    }
+}
+
+/// The solver method a mode integrates with (the SDE sampler's steps are Euler's).
+fn method_of(mode: DiffusionMode) -> Method {
+    match mode {
+        DiffusionMode::Fixed { method, .. } | DiffusionMode::Adaptive { method, .. } => method,
+        DiffusionMode::Base | DiffusionMode::Sde { .. } => Method::Euler,
     }
 }
 

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use burn::tensor::DType;
 use l2d_core::{TemperatureSchedule, X1Estimator};
-use l2d_solvers::{EndpointPolicy, Method};
+use l2d_solvers::{Diffusion, EndpointPolicy, Method};
 
 /// The fixed-grid method of a mode written without one (the authors' default, `midpoint`).
 pub const DEFAULT_FIXED_METHOD: Method = Method::Midpoint;
@@ -14,6 +14,9 @@ pub const DEFAULT_FIXED_METHOD: Method = Method::Midpoint;
 pub const DEFAULT_ADAPTIVE_METHOD: Method = Method::Dopri5;
 /// The adaptive tolerances of a mode written without them (the authors' `rtol = atol = 1e-5`).
 pub const DEFAULT_TOLERANCE: f64 = 1e-5;
+/// The diffusion coefficient of an `sde` mode written without one (SiT's default: `sigma`,
+/// `w(t) = 1 − t`).
+pub const DEFAULT_SDE_DIFFUSION: Diffusion = Diffusion::Sigma { norm: 1.0 };
 
 /// What an adaptive solve does when it would exceed its `max_nfe` budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,7 +41,10 @@ pub enum BudgetPolicy {
 /// - `N` or `steps=N`, optionally `:METHOD`: `N` steps over a uniform grid (default
 ///   `midpoint`);
 /// - `adaptive` with optional `:METHOD`, `:rtol=X`, `:atol=Y`, `:max-nfe=N` and, with a
-///   budget, `:fallback=N` (re-solve on a grid of `N` steps at the budget instead of failing).
+///   budget, `:fallback=N` (re-solve on a grid of `N` steps at the budget instead of failing);
+/// - `sde:N` or `sde:steps=N`, optionally `:DIFFUSION` (see [`Diffusion`]; default
+///   `sigma=1`): `N` Euler–Maruyama steps of the SDE with the ODE's marginals
+///   ([`l2d_solvers::FlowSdeSampler`]), the last one drift-only.
 ///
 /// ```
 /// use l2d_models::generation::DiffusionMode;
@@ -48,6 +54,7 @@ pub enum BudgetPolicy {
 /// assert_eq!("8".parse::<DiffusionMode>()?.to_string(), "steps=8:midpoint");
 /// assert_eq!("base".parse::<DiffusionMode>()?, DiffusionMode::Base);
 /// assert!("adaptive:euler".parse::<DiffusionMode>().is_err()); // no error estimate
+/// assert_eq!("sde:8".parse::<DiffusionMode>()?.to_string(), "sde:steps=8:sigma=1");
 /// # Ok::<(), l2d_models::generation::InvalidDiffusionMode>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,6 +80,14 @@ pub enum DiffusionMode {
         max_nfe: Option<usize>,
         /// What happens at the budget.
         on_budget: BudgetPolicy,
+    },
+    /// `steps` Euler–Maruyama steps of the flow-matching SDE over a uniform grid: the same
+    /// marginals as the ODE, with fresh noise `g(t)·dW` on every step but the last.
+    Sde {
+        /// Sampler steps (one evaluation each).
+        steps: usize,
+        /// The diffusion coefficient `g(t)`.
+        diffusion: Diffusion,
     },
 }
 
@@ -118,6 +133,7 @@ impl fmt::Display for DiffusionMode {
                 }
                 Ok(())
             }
+            DiffusionMode::Sde { steps, diffusion } => write!(f, "sde:steps={steps}:{diffusion}"),
         }
     }
 }
@@ -188,15 +204,37 @@ impl FromStr for DiffusionMode {
                 },
             });
         }
-        let steps_text = head.strip_prefix("steps=").unwrap_or(head);
-        let Ok(steps) = steps_text.parse::<usize>() else {
-            return bad(format!(
-                "unknown setting {s:?}; expected `base`, `N[:SOLVER]` or `adaptive[:...]`"
-            ));
+        let steps = |text: &str| {
+            let Ok(steps) = text.strip_prefix("steps=").unwrap_or(text).parse::<usize>() else {
+                return Err(InvalidDiffusionMode(format!(
+                    "unknown setting {s:?}; expected `base`, `N[:SOLVER]`, `adaptive[:...]` or \
+                     `sde:N[:DIFFUSION]`"
+                )));
+            };
+            if steps == 0 {
+                return Err(InvalidDiffusionMode(
+                    "diffusion steps must be at least 1 (use `base` for none)".into(),
+                ));
+            }
+            Ok(steps)
         };
-        if steps == 0 {
-            return bad("diffusion steps must be at least 1 (use `base` for none)".into());
+        if head == "sde" {
+            let Some(n) = parts.next() else {
+                return bad(format!("`sde` needs its steps: `sde:N` in {s:?}"));
+            };
+            let steps = steps(n)?;
+            let diffusion = match parts.next() {
+                None => DEFAULT_SDE_DIFFUSION,
+                Some(d) => d
+                    .parse::<Diffusion>()
+                    .map_err(|e| InvalidDiffusionMode(e.to_string()))?,
+            };
+            if let Some(extra) = parts.next() {
+                return bad(format!("unexpected {extra:?} in {s:?}"));
+            }
+            return Ok(DiffusionMode::Sde { steps, diffusion });
         }
+        let steps = steps(head)?;
         let method = match parts.next() {
             None => DEFAULT_FIXED_METHOD,
             Some(name) => parse_method(name)?,
@@ -334,7 +372,7 @@ impl DiffusionOptions {
             DiffusionMode::Fixed { method, .. } | DiffusionMode::Adaptive { method, .. } => {
                 *method = m
             }
-            DiffusionMode::Base => {}
+            DiffusionMode::Base | DiffusionMode::Sde { .. } => {}
         }
         self
     }
@@ -399,12 +437,13 @@ impl DiffusionOptions {
         )
     }
 
-    /// The paper's NFE per token of a fixed mode (`steps·stages + 1`), `None` for adaptive
-    /// modes, 0 for the base.
+    /// The paper's NFE per token of a fixed mode (`steps·stages + 1`; an SDE's `steps + 1`),
+    /// `None` for adaptive modes, 0 for the base.
     pub fn nominal_nfe(&self) -> Option<usize> {
         match self.mode {
             DiffusionMode::Base | DiffusionMode::Fixed { steps: 0, .. } => Some(0),
             DiffusionMode::Fixed { steps, method } => Some(steps * method.tableau().stages() + 1),
+            DiffusionMode::Sde { steps, .. } => Some(steps + 1),
             DiffusionMode::Adaptive { .. } => None,
         }
     }
