@@ -272,7 +272,7 @@ impl DiffusionPath {
     /// Every parameter's id, reference key (`model.layers.3.self_attn.flow_q_proj.A`) and
     /// whether it is a bias (for optimizer groups, e.g. no weight decay on biases, and for
     /// naming optimizer state), in the order the path was built. The keys are the ones the
-    /// path was built under ([`DiffusionPath::build`]'s submodules name them once).
+    /// path was built under (each submodule names its own part of them, once).
     pub fn reference_keys(&self) -> Vec<(ParamId, String, bool)> {
         self.keys()
             .entries()
