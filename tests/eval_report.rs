@@ -492,6 +492,77 @@ fn the_report_plot_draws_each_kind_of_setting() {
     );
 }
 
+/// Every float of a report reads back bit for bit (`--append` compares the settings already in a
+/// report with what it keeps; serde_json's default float parser can be one ULP off, which once
+/// made this fail on a value like `1675.3063611801365`).
+#[test]
+fn a_report_reads_back_every_float_bit_for_bit() {
+    let dir = std::env::temp_dir().join(format!("l2d-eval-floats-{}", std::process::id()));
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut floats = vec![1675.3063611801365, 0.0023876229999999997, 1.0 / 3.0, 5e-324];
+    for _ in 0..2000 {
+        // xorshift64: a spread of magnitudes and mantissas, all finite.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mantissa = (state >> 11) as f64 / (1u64 << 53) as f64;
+        let exponent = (state % 40) as i32 - 20;
+        floats.push(mantissa * 10f64.powi(exponent));
+    }
+    let settings = floats
+        .chunks(4)
+        .map(|f| l2d::eval::report::SettingResult {
+            setting: Setting::Base,
+            label: "base".into(),
+            correct: 0,
+            total: 1,
+            accuracy: f[0],
+            mean_nfe_per_token: f[1 % f.len()],
+            generated_tokens: 1,
+            seconds_per_answer: f[2 % f.len()],
+            tokens_per_second: f[3 % f.len()],
+            items: vec![],
+        })
+        .collect();
+    let report = EvalReport {
+        model: "m".into(),
+        adapter: None,
+        lora: None,
+        tasks: "t".into(),
+        num_items: 1,
+        extraction: "number".into(),
+        chat_template: true,
+        system: None,
+        stops: vec![],
+        max_new_tokens: 1,
+        seed: 0,
+        device: "cpu".into(),
+        dtype: "f32".into(),
+        git_commit: None,
+        created_unix: 0,
+        settings,
+    };
+    let path = dir.join("floats.json");
+    report.write_json(&path).unwrap();
+    let back = EvalReport::read_json(&path).unwrap();
+    let bits = |r: &EvalReport| -> Vec<u64> {
+        r.settings
+            .iter()
+            .flat_map(|s| {
+                [
+                    s.accuracy,
+                    s.mean_nfe_per_token,
+                    s.seconds_per_answer,
+                    s.tokens_per_second,
+                ]
+            })
+            .map(f64::to_bits)
+            .collect()
+    };
+    assert_eq!(bits(&back), bits(&report));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Adds `delta` to every parameter of a module.
 struct Shift(f64);
 
