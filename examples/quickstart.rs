@@ -106,6 +106,8 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // The demo's stages go out as `tracing` events: show them as lines on standard output.
+    l2d::cli::logging::init_with(l2d::cli::logging::LineLayer::stdout(), false);
     if let Some(file) = &args.replot {
         let report: QuickstartReport = serde_json::from_str(&std::fs::read_to_string(file)?)?;
         print!("{}", report.table());
@@ -163,7 +165,7 @@ fn main() -> Result<()> {
     // fails now, not after ten minutes).
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
-    let report = run_quickstart(&config, &Device::flex(), &mut |line| println!("{line}"))?;
+    let report = run_quickstart(&config, &Device::flex())?;
     println!(
         "\nresults on {} held-out problems (greedy over the answer digits; steps = Euler grid \
          intervals, NFE = steps + 1 per digit as the paper counts, of which the first is the \

@@ -93,6 +93,8 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // The demo's stages go out as `tracing` events: show them as lines on standard output.
+    l2d::cli::logging::init_with(l2d::cli::logging::LineLayer::stdout(), false);
     let shape = TinyLlama {
         hidden: args.hidden,
         layers: args.layers,
@@ -117,7 +119,7 @@ fn main() -> Result<()> {
     // The output folder exists before the training starts.
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
-    let report = run_quickstart(&config, &Device::flex(), &mut |line| println!("{line}"))?;
+    let report = run_quickstart(&config, &Device::flex())?;
     let curve = ScalingCurve::from_report(&report);
     println!(
         "\n{} ({} layers), {} held-out problems\n",

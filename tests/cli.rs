@@ -231,7 +231,7 @@ fn bad_flags_missing_files_and_mismatched_adapters_fail_clearly() {
     fails(
         &generate(&["--adapter", adapter, "--solver", "bosh3", "--rtol=-1"]),
         1,
-        &["tolerances"],
+        &["--rtol/--atol", "positive"],
     );
     fails(
         &generate(&["--adapter", adapter, "--x1", "mode"]),
@@ -256,7 +256,7 @@ fn bad_flags_missing_files_and_mismatched_adapters_fail_clearly() {
     fails(
         &generate(&["--adapter", adapter, "--steps", "1000000000"]),
         1,
-        &["steps", "above the limit of 100000"],
+        &["--steps", "above the limit of 100000"],
     );
     fails(
         &generate(&[
@@ -270,7 +270,7 @@ fn bad_flags_missing_files_and_mismatched_adapters_fail_clearly() {
             "1000000000",
         ]),
         1,
-        &["above the limit of 100000"],
+        &["--budget-fallback-steps", "above the limit of 100000"],
     );
     fails(
         &generate(&[
@@ -282,8 +282,20 @@ fn bad_flags_missing_files_and_mismatched_adapters_fail_clearly() {
             "4000000000",
         ]),
         1,
-        &["max_nfe", "above the limit"],
+        &["--max-nfe", "above the limit"],
     );
+    // Each flag's value is checked by the mode's one validation, the error naming the flag.
+    for (flags, names) in [
+        (&["--max-nfe", "0"][..], &["--max-nfe", "at least 1"][..]),
+        (
+            &["--max-nfe", "8", "--budget-fallback-steps", "0"],
+            &["--budget-fallback-steps", "at least 1"],
+        ),
+    ] {
+        let mut args = vec!["--adapter", adapter, "--solver", "bosh3"];
+        args.extend_from_slice(flags);
+        fails(&generate(&args), 1, names);
+    }
     let report = dir.0.join("report.json");
     fails(
         &l2d(&[
@@ -302,8 +314,8 @@ fn bad_flags_missing_files_and_mismatched_adapters_fail_clearly() {
             "--report",
             report.to_str().unwrap(),
         ]),
-        1,
-        &["above the limit of 100000"],
+        2,
+        &["--settings", "above the limit of 100000"],
     );
     assert!(!report.exists());
 

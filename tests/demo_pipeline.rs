@@ -9,6 +9,21 @@ use l2d::demo::pipeline::{
 };
 use l2d_solvers::Method;
 
+/// Runs the demo with its `tracing` events collected as lines.
+fn logged(
+    config: &QuickstartConfig,
+) -> (Result<QuickstartReport, l2d::demo::DemoError>, Vec<String>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let layer = l2d::cli::logging::LineLayer::to(move |l| sink.lock().unwrap().push(l.to_string()));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let result =
+        tracing::subscriber::with_default(subscriber, || run_quickstart(config, &Device::flex()));
+    let lines = lines.lock().unwrap().clone();
+    (result, lines)
+}
+
 fn toy_config(seed: u64) -> QuickstartConfig {
     let shape = TinyLlama {
         hidden: 16,
@@ -122,9 +137,8 @@ fn without_times(report: &QuickstartReport) -> Vec<String> {
 #[test]
 fn the_toy_pipeline_reports_every_row_a_plot_and_json_deterministically() {
     let config = toy_config(11);
-    let mut lines = Vec::new();
-    let report =
-        run_quickstart(&config, &Device::flex(), &mut |l| lines.push(l.to_string())).unwrap();
+    let (report, lines) = logged(&config);
+    let report = report.unwrap();
     assert!(lines.iter().any(|l| l.contains("[4/4]")), "{lines:?}");
 
     // Rows: base, two LoRA runs, 3 Euler step counts x 2 x1 estimates, the adaptive solver.
@@ -209,9 +223,9 @@ fn the_toy_pipeline_reports_every_row_a_plot_and_json_deterministically() {
     std::fs::remove_dir_all(&dir).unwrap();
 
     // Same seeds, same numbers; another seed, other numbers.
-    let again = run_quickstart(&config, &Device::flex(), &mut |_| {}).unwrap();
+    let again = run_quickstart(&config, &Device::flex()).unwrap();
     assert_eq!(without_times(&again), without_times(&report));
-    let other = run_quickstart(&toy_config(12), &Device::flex(), &mut |_| {}).unwrap();
+    let other = run_quickstart(&toy_config(12), &Device::flex()).unwrap();
     assert_ne!(without_times(&other), without_times(&report));
 }
 
@@ -227,9 +241,8 @@ fn a_one_token_task_gives_a_scaling_curve_without_lora_rows() {
     config.lora_baselines = false;
     config.average_at_temperature_one = false;
     config.euler_steps = vec![4, 1, 2];
-    let mut lines = Vec::new();
-    let report =
-        run_quickstart(&config, &Device::flex(), &mut |l| lines.push(l.to_string())).unwrap();
+    let (report, lines) = logged(&config);
+    let report = report.unwrap();
     assert!(
         lines[0].contains("product of 4 elements of S3"),
         "{lines:?}"
@@ -274,10 +287,8 @@ fn an_output_folder_that_cannot_be_made_fails_before_training() {
     std::fs::write(&blocker, b"x").unwrap();
     let mut config = toy_config(14);
     config.adapter_out = Some(blocker.join("sub").join("adapter.safetensors"));
-    let mut lines = Vec::new();
-    let err = run_quickstart(&config, &Device::flex(), &mut |l| lines.push(l.to_string()))
-        .unwrap_err()
-        .to_string();
+    let (result, lines) = logged(&config);
+    let err = result.unwrap_err().to_string();
     assert!(err.contains("file"), "{err}");
     assert!(lines.is_empty(), "nothing ran: {lines:?}");
     // A missing folder is made, and the adapter written into it.
@@ -288,7 +299,7 @@ fn an_output_folder_that_cannot_be_made_fails_before_training() {
     config.average_at_temperature_one = false;
     let file = dir.join("new").join("deeper").join("adapter.safetensors");
     config.adapter_out = Some(file.clone());
-    run_quickstart(&config, &Device::flex(), &mut |_| {}).unwrap();
+    run_quickstart(&config, &Device::flex()).unwrap();
     assert!(file.is_file());
     std::fs::remove_dir_all(&dir).unwrap();
 }

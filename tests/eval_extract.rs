@@ -6,6 +6,7 @@ use l2d::eval::EvalError;
 use l2d::eval::extract::{Extraction, first_choice, last_number};
 use l2d::eval::setting::Setting;
 use l2d::eval::task_file::{load_tasks, parse_tasks};
+use l2d_models::generation::{BudgetPolicy, DiffusionMode};
 use l2d_solvers::tableau::Method;
 
 #[test]
@@ -227,7 +228,8 @@ fn settings_parse_print_and_reject_bad_input() {
             solver: Method::Dopri5,
             rtol: 1e-5,
             atol: 1e-5,
-            max_nfe: None
+            max_nfe: None,
+            fallback: None
         })
     );
     let s: Setting = "adaptive:bosh3:rtol=1e-3:atol=1e-4:max-nfe=64"
@@ -239,14 +241,36 @@ fn settings_parse_print_and_reject_bad_input() {
             solver: Method::Bosh3,
             rtol: 1e-3,
             atol: 1e-4,
-            max_nfe: Some(64)
+            max_nfe: Some(64),
+            fallback: None
         }
+    );
+    // A budget with a fixed-grid fallback: a token over budget is solved again on the grid.
+    let bounded: Setting = "adaptive:bosh3:rtol=1e-3:max-nfe=64:fallback=7"
+        .parse()
+        .unwrap();
+    assert_eq!(
+        bounded.mode(),
+        DiffusionMode::Adaptive {
+            method: Method::Bosh3,
+            rtol: 1e-3,
+            atol: 1e-5,
+            max_nfe: Some(64),
+            on_budget: BudgetPolicy::FixedGrid { steps: 7 }
+        }
+    );
+    // A report written before `fallback` existed still reads.
+    let old = r#"{"kind":"adaptive","solver":"bosh3","rtol":0.001,"atol":0.001,"max_nfe":null}"#;
+    assert_eq!(
+        serde_json::from_str::<Setting>(old).unwrap(),
+        "adaptive:bosh3:rtol=1e-3:atol=1e-3".parse().unwrap()
     );
     // Text and JSON forms round-trip.
     for s in [
         Setting::Base,
         "12:heun2".parse().unwrap(),
         s,
+        bounded,
         "adaptive:tsit5:rtol=0.5".parse().unwrap(),
         "sde:6".parse().unwrap(),
         "sde:steps=3:decreasing=0.25".parse().unwrap(),
@@ -262,6 +286,7 @@ fn settings_parse_print_and_reject_bad_input() {
         ("adaptive:midpoint", "no error estimate"),
         ("adaptive:rtol=-1", "rtol"),
         ("adaptive:max-nfe=0", "max-nfe"),
+        ("adaptive:fallback=3", "needs a `max-nfe`"),
         ("adaptive:speed=2", "speed"),
         ("base:8", "no options"),
         ("8:euler:extra", "extra"),

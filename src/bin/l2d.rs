@@ -61,20 +61,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Info(args) => l2d::cli::run_info(&args, &mut std::io::stdout().lock())?,
         Command::Eval(args) => {
-            let report = l2d::eval::run_eval(&args, note)?;
-            note(&format!(
+            let report = l2d::eval::run_eval(&args)?;
+            tracing::info!(
+                target: "l2d",
                 "report: {}, plot: {} ({} settings)",
                 args.report.display(),
                 args.plot.display(),
                 report.settings.len()
-            ));
+            );
         }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let quiet = matches!(&cli.command, Command::Train(args) if args.quiet);
+    l2d::cli::logging::init(quiet);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             note(&format!("error: {e}"));
@@ -84,7 +88,7 @@ fn main() -> ExitCode {
 }
 
 /// A line to standard error, best effort: a standard error that cannot be written (a full
-/// disk, a closed pipe) does not stop the command.
+/// disk, a closed pipe) does not stop the command. (Errors print whatever the log filter says.)
 fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -5,7 +5,9 @@
 //! - [`generate`]: complete one or more prompts, streaming the tokens of a single prompt.
 //! - [`chat`]: a conversation on standard input, one user message per line.
 //! - [`info`]: the model, the adapter and the parameter counts.
-//! - [`train`](mod@train): training (with a progress bar on a terminal) and the data listing.
+//! - [`train`](mod@train): training and the data listing.
+//! - [`logging`]: the lines and the progress bar the binary shows of the libraries' `tracing`
+//!   events.
 //!
 //! The model is a Hugging Face folder (or an `org/name` of the local cache) or a GGUF file;
 //! `--adapter` is a diffusion adapter (`l2d train`'s `adapter.safetensors`, or a reference
@@ -22,6 +24,7 @@
 pub mod chat;
 pub mod generate;
 pub mod info;
+pub mod logging;
 pub mod train;
 
 use std::io::Write;
@@ -31,8 +34,9 @@ use l2d_core::TemperatureSchedule;
 use l2d_core::X1Estimator;
 use l2d_models::diffusion::{AdapterLoadOptions, DiffusionError, DiffusionPath};
 use l2d_models::generation::{
-    BudgetPolicy, DiffusionGenerationError, DiffusionMode, DiffusionOptions, DiffusionStats,
-    GenerationConfig, GenerationError, GenerationOutput, GuidanceOptions, StopReason,
+    BudgetPolicy, DEFAULT_TOLERANCE, DiffusionGenerationError, DiffusionMode, DiffusionOptions,
+    DiffusionStats, GenerationConfig, GenerationError, GenerationOutput, GuidanceOptions,
+    StopReason,
 };
 use l2d_models::l2d_config::{L2dConfig, L2dConfigError};
 use l2d_models::lora::DecoderLora;
@@ -331,14 +335,16 @@ impl DiffusionArgs {
         .find_map(|(on, flag)| on.then_some(flag))
     }
 
-    /// The options of `--steps`, `--solver`, `--rtol`, `--atol`, `--max-nfe` and
-    /// `--budget-fallback-steps` (the flags' spelling of a [`DiffusionMode`]).
-    fn options_from_flags(&self) -> Result<DiffusionOptions, CliError> {
+    /// The mode of `--steps`, `--solver`, `--rtol`, `--atol`, `--max-nfe` and
+    /// `--budget-fallback-steps` (the flags' spelling of a [`DiffusionMode`]). The flags'
+    /// combinations are checked here; their values by [`DiffusionMode::validate`], the one
+    /// check of every spelling, whose field names the flag in the error.
+    fn mode_from_flags(&self) -> Result<DiffusionMode, CliError> {
         let method = match &self.solver {
             Some(name) => parse_method(name)?,
             None => Method::Midpoint,
         };
-        Ok(if method.is_adaptive() {
+        let mode = if method.is_adaptive() {
             if let Some(steps) = self.steps {
                 return Err(invalid(
                     "--steps",
@@ -349,25 +355,17 @@ impl DiffusionArgs {
                     ),
                 ));
             }
-            let on_budget = match self.budget_fallback_steps {
-                Some(0) => {
-                    return Err(invalid("--budget-fallback-steps", "must be at least 1"));
-                }
-                Some(steps) => BudgetPolicy::FixedGrid { steps },
-                None => BudgetPolicy::Error,
-            };
-            if self.max_nfe == Some(0) {
-                return Err(invalid("--max-nfe", "must be at least 1"));
-            }
-            let mut o = DiffusionOptions::adaptive(
+            DiffusionMode::Adaptive {
                 method,
-                self.rtol.unwrap_or(1e-5),
-                self.atol.unwrap_or(1e-5),
-            );
-            if let Some(budget) = self.max_nfe {
-                o = o.with_max_nfe(budget, on_budget);
+                rtol: self.rtol.unwrap_or(DEFAULT_TOLERANCE),
+                atol: self.atol.unwrap_or(DEFAULT_TOLERANCE),
+                max_nfe: self.max_nfe,
+                on_budget: self
+                    .budget_fallback_steps
+                    .map_or(BudgetPolicy::Error, |steps| BudgetPolicy::FixedGrid {
+                        steps,
+                    }),
             }
-            o
         } else {
             for (set, flag) in [
                 (self.rtol.is_some(), "--rtol"),
@@ -385,8 +383,25 @@ impl DiffusionArgs {
                     ));
                 }
             }
-            DiffusionOptions::fixed(self.steps.unwrap_or(7)).with_method(method)
-        })
+            match self.steps.unwrap_or(7) {
+                0 => DiffusionMode::Base,
+                steps => DiffusionMode::Fixed { steps, method },
+            }
+        };
+        mode.validate().map_err(|e| match e {
+            DiffusionGenerationError::Invalid { field, reason } => invalid(
+                match field {
+                    "method" => "--solver",
+                    "tolerances" => "--rtol/--atol",
+                    "max_nfe" => "--max-nfe",
+                    "on_budget" => "--budget-fallback-steps",
+                    _ => "--steps",
+                },
+                reason,
+            ),
+            other => CliError::Diffusion(other),
+        })?;
+        Ok(mode)
     }
 
     /// The generator options these flags describe (before checking them against the
@@ -404,7 +419,7 @@ impl DiffusionArgs {
                 text.parse::<DiffusionMode>()
                     .map_err(|e| invalid("--setting", e.to_string()))?,
             ),
-            None => self.options_from_flags()?,
+            None => DiffusionOptions::from_mode(self.mode_from_flags()?),
         };
         options.seed = self.seed;
         options.fused_first_evaluation = !self.no_fuse;

@@ -1,5 +1,4 @@
-//! The `l2d train` and `l2d data inspect` commands: their arguments (clap), the progress bar
-//! and what they do, over `l2d-train`'s library. The `l2d` binary only parses and dispatches
+//! The `l2d train` and `l2d data inspect` commands: their arguments (clap) and what they do, over `l2d-train`'s library. The `l2d` binary only parses and dispatches
 //! here.
 
 use std::io::{IsTerminal, Write};
@@ -12,9 +11,7 @@ use l2d_train::data::inspect::{InspectFormat, render_example};
 use l2d_train::data::read::read_chat_files;
 use l2d_train::data::{ClassList, EncodeStats, ExampleEncoder, Layout};
 use l2d_train::error::{Result, TrainError};
-use l2d_train::trainer::{
-    RunOptions, TrainProgress, TrainSummary, device_from_name, load_model, train_with,
-};
+use l2d_train::trainer::{RunOptions, TrainSummary, device_from_name, load_model, train};
 
 /// `l2d train`: train the diffusion path of a model on chat data.
 #[derive(Debug, Clone, Args)]
@@ -157,88 +154,30 @@ impl TrainArgs {
     }
 }
 
-/// Progress on standard error: a bar on a terminal, plain lines otherwise (best effort: a
-/// standard error that cannot be written never stops training); nothing when `quiet`.
-struct BarProgress {
-    bar: Option<indicatif::ProgressBar>,
-    quiet: bool,
-}
-
-impl TrainProgress for BarProgress {
-    fn start(&mut self, total: usize, step: usize) {
-        self.bar = (!self.quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(total as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_position(step as u64);
-            bar
-        });
-    }
-
-    fn step(&mut self, step: usize, message: &str) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(step as u64);
-                bar.set_message(message.to_string());
-            }
-            None => self.line(message),
-        }
-    }
-
-    fn line(&mut self, message: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(bar) => bar.println(message),
-            None => {
-                let _ = writeln!(std::io::stderr(), "{message}");
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
 /// Runs `l2d train`.
 ///
 /// # Errors
 /// As [`l2d_train::train`].
 pub fn run_train(args: &TrainArgs) -> Result<TrainSummary> {
     let config = args.resolve()?;
-    let mut progress = BarProgress {
-        bar: None,
-        quiet: args.quiet,
-    };
-    let summary = train_with(
+    let summary = train(
         &config,
         &RunOptions {
             resume: args.resume,
             overwrite: args.overwrite,
             stop_after: args.stop_after,
         },
-        &mut progress,
     )?;
-    if !args.quiet {
-        // Best effort: a standard error that cannot be written does not fail a finished run.
-        let _ = writeln!(
-            std::io::stderr(),
-            "done: {} steps ({:.2} s/step), peak RSS {}",
-            summary.steps,
-            summary.s_per_step,
-            summary
-                .peak_rss
-                .map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
-        );
-    }
+    tracing::info!(
+        steps = summary.steps,
+        s_per_step = summary.s_per_step,
+        "done: {} steps ({:.2} s/step), peak RSS {}",
+        summary.steps,
+        summary.s_per_step,
+        summary
+            .peak_rss
+            .map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+    );
     Ok(summary)
 }
 

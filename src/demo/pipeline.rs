@@ -423,7 +423,8 @@ fn prepare_outputs(config: &QuickstartConfig) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Runs the demo on `device`, reporting progress through `log` (one line per call).
+/// Runs the demo on `device`, reporting its stages as `tracing` events (one line each) on this
+/// module's target.
 ///
 /// # Errors
 /// [`DemoError`] for an invalid configuration, a non-finite training loss, a failed
@@ -431,7 +432,6 @@ fn prepare_outputs(config: &QuickstartConfig) -> Result<(), DemoError> {
 pub fn run_quickstart(
     config: &QuickstartConfig,
     device: &Device,
-    log: &mut dyn FnMut(&str),
 ) -> Result<QuickstartReport, DemoError> {
     let start = Instant::now();
     let task = DigitTask::new(config.task, config.digits)?;
@@ -444,14 +444,14 @@ pub fn run_quickstart(
     let model_config = shape.model_config_for(task.vocab_size())?;
     let mut training = Vec::new();
     let mut rows = Vec::new();
-    log(&format!(
+    tracing::info!(
         "task: {}; {} held-out problems",
         task.describe(),
         test.len()
-    ));
+    );
 
     // 1. The base model.
-    log(&format!(
+    tracing::info!(
         "[1/4] base model: Llama, hidden {}, {} layers, {} heads ({} kv), intermediate {}; {} \
          steps of AdamW lr {} batch {}",
         shape.hidden,
@@ -462,24 +462,24 @@ pub fn run_quickstart(
         config.base.steps,
         config.base.lr,
         config.base.batch_size
-    ));
+    );
     let every = |steps: usize, n: usize| (steps / n).max(1);
     let base_every = every(config.base.steps, 4);
     let base = match &config.base_in {
         Some(dir) => {
             let base = load_base(dir, &model_config, device)?;
-            log(&format!("  loaded from {}", dir.display()));
+            tracing::info!("  loaded from {}", dir.display());
             base
         }
         None => pretrain(&task, &config.base, device, |step, loss| {
             if (step + 1) % base_every == 0 {
-                log(&format!("  step {:>5}  loss {loss:.4}", step + 1));
+                tracing::info!("  step {:>5}  loss {loss:.4}", step + 1);
             }
         })?,
     };
     if let Some(dir) = &config.base_out {
         save_base(&base.model, &shape, dir)?;
-        log(&format!("  written to {}", dir.display()));
+        tracing::info!("  written to {}", dir.display());
     }
     let base_params = base.model.num_params();
     training.push(TrainingSummary::new(
@@ -488,14 +488,14 @@ pub fn run_quickstart(
         &base.losses,
         base.seconds,
     ));
-    log(&format!(
+    tracing::info!(
         "  trained in {:.1} s ({base_params} parameters), frozen",
         base.seconds
-    ));
+    );
     let t0 = Instant::now();
     let answers = greedy_answers(&base.model, &task, &test, config.eval_batch);
     let scored = score(&task, &test, &answers, t0);
-    log(&format!("  base exact match {:.3}", scored.result.accuracy));
+    tracing::info!("  base exact match {:.3}", scored.result.accuracy);
     rows.push(row(
         "base (frozen)".into(),
         RowKind::Base,
@@ -517,7 +517,7 @@ pub fn run_quickstart(
         let rank = lora_config.resolved_rank(&model_config)?;
         let alpha = lora_config.alpha.unwrap_or(rank as f64);
         let init = lora_config.init.label();
-        log(&format!(
+        tracing::info!(
             "[2/4] plain-LoRA baseline {}: rank {rank}, alpha {alpha} on q/o/gate/up/down ({} \
              parameters; the diffusion path has {diffusion_size}), {init} init; {} steps of \
              AdamW lr {} β ({}, {}) batch {}",
@@ -528,11 +528,11 @@ pub fn run_quickstart(
             lora_config.beta_1,
             lora_config.beta_2,
             lora_config.batch_size
-        ));
+        );
         let lora_every = every(lora_config.steps, 5);
         let lora = train_lora(&base.model, &task, lora_config, device, |step, loss| {
             if (step + 1) % lora_every == 0 {
-                log(&format!("  step {:>5}  loss {loss:.4}", step + 1));
+                tracing::info!("  step {:>5}  loss {loss:.4}", step + 1);
             }
         })?;
         let name = format!("LoRA r{rank} ({} init)", lora_config.init.label());
@@ -542,14 +542,11 @@ pub fn run_quickstart(
             &lora.losses,
             lora.seconds,
         ));
-        log(&format!("  trained in {:.1} s", lora.seconds));
+        tracing::info!("  trained in {:.1} s", lora.seconds);
         let t0 = Instant::now();
         let answers = greedy_answers(&lora.model, &task, &test, config.eval_batch);
         let scored = score(&task, &test, &answers, t0);
-        log(&format!(
-            "  {name} exact match {:.3}",
-            scored.result.accuracy
-        ));
+        tracing::info!("  {name} exact match {:.3}", scored.result.accuracy);
         rows.push(row(
             name,
             RowKind::Lora,
@@ -564,7 +561,7 @@ pub fn run_quickstart(
 
     // 3. The diffusion path.
     let d = &config.diffusion;
-    log(&format!(
+    tracing::info!(
         "[3/4] L2D diffusion path: mapping space {}, flow-to-LM depth {}, DiT modulation, LoRA \
          rank {} on q/o/gate/up/down ({diffusion_size} parameters); {} steps of AdamW lr {} β \
          ({}, {}) batch {}, t ~ U[0, 1] per position",
@@ -576,7 +573,7 @@ pub fn run_quickstart(
         d.beta_1,
         d.beta_2,
         d.batch_size
-    ));
+    );
     let trained = match &config.adapter_in {
         Some(file) => {
             let t0 = Instant::now();
@@ -585,7 +582,7 @@ pub fn run_quickstart(
                 force: false,
             };
             let path = DiffusionPath::load(file, &base.model, &options)?;
-            log(&format!("  loaded from {}", file.display()));
+            tracing::info!("  loaded from {}", file.display());
             TrainedDiffusion {
                 trainable_params: path.num_params(),
                 path,
@@ -597,13 +594,14 @@ pub fn run_quickstart(
             let diffusion_every = every(d.steps, 5);
             let trained = train_diffusion(&base.model, &task, d, device, |step, loss| {
                 if (step + 1) % diffusion_every == 0 {
-                    log(&format!("  step {:>5}  loss {loss:.4}", step + 1));
+                    tracing::info!("  step {:>5}  loss {loss:.4}", step + 1);
                 }
             })?;
-            log(&format!(
+            tracing::info!(
                 "  trained in {:.1} s ({} parameters)",
-                trained.seconds, trained.trainable_params
-            ));
+                trained.seconds,
+                trained.trainable_params
+            );
             trained
         }
     };
@@ -615,11 +613,11 @@ pub fn run_quickstart(
     ));
     if let Some(file) = &config.adapter_out {
         trained.path.save(file, &base.model)?;
-        log(&format!("  saved to {}", file.display()));
+        tracing::info!("  saved to {}", file.display());
     }
 
     // 4. L2D at every step count, then adaptive.
-    log("[4/4] L2D evaluation (greedy over the answer digits)");
+    tracing::info!("[4/4] L2D evaluation (greedy over the answer digits)");
     let estimates: Vec<(&str, DiffusionOptions)> = {
         let base_options = DiffusionOptions::fixed(1)
             .with_method(Method::Euler)
@@ -643,10 +641,11 @@ pub fn run_quickstart(
                 method: Method::Euler,
             };
             let r = evaluate_l2d(&base.model, &trained, &task, &test, &options, config)?;
-            log(&format!(
+            tracing::info!(
                 "  Euler {k:>2} steps ({label}): exact match {:.3}, {:.1} ms/answer",
-                r.accuracy, r.ms_per_answer
-            ));
+                r.accuracy,
+                r.ms_per_answer
+            );
             rows.push(Row {
                 method: format!("L2D Euler {k}"),
                 kind: RowKind::L2dFixed,
@@ -659,7 +658,7 @@ pub fn run_quickstart(
     if let Some(a) = config.adaptive {
         let options = DiffusionOptions::adaptive(a.method, a.rtol, a.atol).with_seed(config.seed);
         let r = evaluate_l2d(&base.model, &trained, &task, &test, &options, config)?;
-        log(&format!(
+        tracing::info!(
             "  {} rtol {:e} atol {:e} (sample T=0): exact match {:.3}, {:.2} NFE/token ({:.2} \
              accepted, {:.2} rejected steps, {:.2} end-point evaluations), {:.1} ms/answer",
             a.method.name(),
@@ -671,7 +670,7 @@ pub fn run_quickstart(
             r.cost.map_or(0.0, |c| c.rejected_steps),
             r.cost.map_or(0.0, |c| c.zero_velocity_evaluations),
             r.ms_per_answer
-        ));
+        );
         rows.push(Row {
             method: format!("L2D {} {:e}", a.method.name(), a.rtol),
             kind: RowKind::L2dAdaptive,
@@ -680,15 +679,7 @@ pub fn run_quickstart(
         });
     }
     let analysis = if config.analysis {
-        Some(analyse(
-            &base.model,
-            &trained,
-            &task,
-            &test,
-            config,
-            &rows,
-            log,
-        )?)
+        Some(analyse(&base.model, &trained, &task, &test, config, &rows)?)
     } else {
         None
     };
@@ -714,9 +705,10 @@ fn analyse(
     test: &[Problem],
     config: &QuickstartConfig,
     rows: &[Row],
-    log: &mut dyn FnMut(&str),
 ) -> Result<Analysis, DemoError> {
-    log("analysis: teacher-forced accuracy of the diffusion path (right answer prefix given)");
+    tracing::info!(
+        "analysis: teacher-forced accuracy of the diffusion path (right answer prefix given)"
+    );
     let mut teacher_forced = Vec::new();
     let cases = ANALYSIS_TIMES
         .iter()
@@ -725,14 +717,14 @@ fn analyse(
     for (t, target) in cases {
         let (exact, digits) =
             teacher_forced_accuracy(&trained.path, base, task, test, t, target, config.seed)?;
-        log(&format!(
+        tracing::info!(
             "  t = {t:<5} flow state from {target:?}: exact {exact:.3}, digits {}",
             digits
                 .iter()
                 .map(|d| format!("{d:.3}"))
                 .collect::<Vec<_>>()
                 .join(" ")
-        ));
+        );
         teacher_forced.push(TeacherForced {
             t,
             target,
@@ -758,9 +750,7 @@ fn analyse(
             let r = evaluate_l2d(base, trained, task, test, &options, config)?;
             accuracy.push((k, r.accuracy));
         }
-        log(&format!(
-            "  generation seed {seed}: Euler (steps, exact match) {accuracy:?}"
-        ));
+        tracing::info!("  generation seed {seed}: Euler (steps, exact match) {accuracy:?}");
         noise_seeds.push(SeedRun { seed, accuracy });
     }
     let mut midpoint = Vec::new();
@@ -771,7 +761,7 @@ fn analyse(
         let r = evaluate_l2d(base, trained, task, test, &options, config)?;
         midpoint.push((r.nfe_per_token, r.accuracy));
     }
-    log(&format!("  midpoint (NFE, exact match): {midpoint:?}"));
+    tracing::info!("  midpoint (NFE, exact match): {midpoint:?}");
     Ok(Analysis {
         teacher_forced,
         noise_seeds,

@@ -359,13 +359,13 @@ pub fn git_commit() -> Option<String> {
 }
 
 /// Runs `l2d eval`: checks the settings, loads the tasks and the model, evaluates every
-/// setting (reporting progress lines through `progress`), writes the JSON report and the
-/// plot, and returns the report.
+/// setting (each setting's result, and the item count before, go out as `tracing` events on
+/// this module's target), writes the JSON report and the plot, and returns the report.
 ///
 /// # Errors
 /// [`EvalError`] for bad arguments, unreadable files, a model or adapter that fails to load,
 /// a diffusion setting without an adapter, or a generation failure.
-pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalReport, EvalError> {
+pub fn run_eval(args: &EvalArgs) -> Result<EvalReport, EvalError> {
     if args.settings.is_empty() {
         return Err(EvalError::invalid("settings", "no setting given"));
     }
@@ -405,11 +405,12 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
     } else {
         None
     };
-    progress(&format!(
+    tracing::info!(
+        items = items.len(),
         "{} items from {}",
         items.len(),
         args.tasks.display()
-    ));
+    );
     let model = Pretrained::open(&args.model, &LoadOptions::with_format(device, format))?;
     let adapter = match &args.adapter {
         None => None,
@@ -457,10 +458,17 @@ pub fn run_eval(args: &EvalArgs, mut progress: impl FnMut(&str)) -> Result<EvalR
             &generation,
             args.batch_size,
         )?;
-        progress(&format!(
+        tracing::info!(
+            setting = %r.label,
+            accuracy = r.accuracy,
+            seconds_per_answer = r.seconds_per_answer,
             "{}: accuracy {:.3} ({}/{}), {:.3} s per answer",
-            r.label, r.accuracy, r.correct, r.total, r.seconds_per_answer
-        ));
+            r.label,
+            r.accuracy,
+            r.correct,
+            r.total,
+            r.seconds_per_answer
+        );
         settings.push(r);
     }
     let (mut adapter_name, mut lora_name) = (

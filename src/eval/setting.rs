@@ -62,6 +62,10 @@ pub enum Setting {
         atol: f64,
         /// Budget of function evaluations per token.
         max_nfe: Option<usize>,
+        /// At the budget, solve the token again on a fixed grid of this many steps (without
+        /// it, a token over budget fails the sweep).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback: Option<usize>,
     },
     /// Diffusion with the SDE sampler over a fixed grid.
     Sde {
@@ -136,12 +140,15 @@ impl Setting {
                 rtol,
                 atol,
                 max_nfe,
+                fallback,
             } => DiffusionMode::Adaptive {
                 method: solver,
                 rtol,
                 atol,
                 max_nfe,
-                on_budget: BudgetPolicy::Error,
+                on_budget: fallback.map_or(BudgetPolicy::Error, |steps| BudgetPolicy::FixedGrid {
+                    steps,
+                }),
             },
             Setting::Sde { steps, diffusion } => DiffusionMode::Sde { steps, diffusion },
         }
@@ -160,8 +167,7 @@ impl fmt::Display for Setting {
 impl FromStr for Setting {
     type Err = String;
 
-    /// `lora`, or a [`DiffusionMode`] in its grammar (without `fallback`: a sweep's budget
-    /// fails a token instead of re-solving it).
+    /// `lora`, or a [`DiffusionMode`] in its grammar.
     fn from_str(s: &str) -> Result<Self, String> {
         if s.trim() == "lora" {
             return Ok(Setting::Lora);
@@ -176,22 +182,20 @@ impl FromStr for Setting {
                 solver: method,
             }),
             DiffusionMode::Adaptive {
-                on_budget: BudgetPolicy::FixedGrid { .. },
-                ..
-            } => Err(format!(
-                "{s:?}: `fallback` is not a sweep setting (a token over budget fails)"
-            )),
-            DiffusionMode::Adaptive {
                 method,
                 rtol,
                 atol,
                 max_nfe,
-                ..
+                on_budget,
             } => Ok(Setting::Adaptive {
                 solver: method,
                 rtol,
                 atol,
                 max_nfe,
+                fallback: match on_budget {
+                    BudgetPolicy::Error => None,
+                    BudgetPolicy::FixedGrid { steps } => Some(steps),
+                },
             }),
             DiffusionMode::Sde { steps, diffusion } => Ok(Setting::Sde { steps, diffusion }),
         }

@@ -680,10 +680,41 @@ fn diffusion_modes_round_trip_through_their_text_and_bad_text_is_refused() {
         ("sde:4:constant", "needs a value"),
         ("sde:4:zero=2", "no value"),
         ("sde:4:zero:extra", "unexpected"),
+        // What the generator would refuse, the grammar refuses (one validation).
+        ("100001", "above the limit of 100000"),
+        ("sde:100001", "above the limit of 100000"),
+        ("adaptive:max-nfe=1000001", "above the limit of 1000000"),
+        (
+            "adaptive:max-nfe=8:fallback=100001",
+            "above the limit of 100000",
+        ),
     ] {
         let err = bad.parse::<DiffusionMode>().unwrap_err().to_string();
         assert!(err.contains(needle), "{bad}: {err}");
     }
+    // A mode built without the grammar is checked by the same validation, naming the field.
+    let unbounded = DiffusionMode::Adaptive {
+        method: l2d_solvers::Method::Bosh3,
+        rtol: 1e-3,
+        atol: 1e-3,
+        max_nfe: Some(0),
+        on_budget: BudgetPolicy::Error,
+    };
+    assert!(matches!(
+        unbounded.validate(),
+        Err(DiffusionGenerationError::Invalid {
+            field: "max_nfe",
+            ..
+        })
+    ));
+    let sde = DiffusionMode::Sde {
+        steps: 0,
+        diffusion: Diffusion::Zero,
+    };
+    assert!(matches!(
+        sde.validate(),
+        Err(DiffusionGenerationError::Invalid { field: "steps", .. })
+    ));
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! | [`schedule`] | warmup then linear / cosine decay of the learning rate |
 //! | [`validation`] | held-out loss (also per `t` bin) and n-step accuracy |
 //! | [`checkpoint`] | atomic checkpoints and exact resume |
-//! | [`trainer`] | the training run |
+//! | [`trainer`] | the training run (its progress as `tracing` events) |
 //! | [`config`] | the TOML configuration of `l2d train` |
 //! | [`memory`] | peak RSS and the analytic memory of a step |
 //! | [`error`] | the crate's typed errors |
@@ -43,4 +43,4 @@ pub mod validation;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
-pub use trainer::{RunOptions, StderrProgress, TrainProgress, TrainSummary, train, train_with};
+pub use trainer::{PROGRESS_TARGET, RunOptions, TrainSummary, train};

@@ -304,67 +304,26 @@ impl Metrics {
     }
 }
 
-/// Where a run reports its progress. [`StderrProgress`] writes lines to standard error; the
-/// `l2d` command line draws a progress bar on a terminal.
-pub trait TrainProgress {
-    /// The run starts (or resumes) at optimizer step `step` of `total`.
-    fn start(&mut self, total: usize, step: usize) {
-        let _ = (total, step);
-    }
-    /// Optimizer step `step` is logged; `message` holds its loss, learning rate, gradient norm
-    /// and speed.
-    fn step(&mut self, step: usize, message: &str);
-    /// A line of its own: the run's set-up, validation results, where the adapter went.
-    fn line(&mut self, message: &str);
-    /// The training loop has ended.
-    fn finish(&mut self) {}
-}
+/// The `tracing` target of the events that follow a run's progress (a front end draws them
+/// as a bar): each carries `step` and `total_steps`, and the last one `finished = true`. Every
+/// other event of a run (its set-up, validation results, skipped batches, where the adapter
+/// went) is a plain line on the target `l2d_train`.
+pub const PROGRESS_TARGET: &str = "l2d_train::progress";
 
-/// Progress as plain lines on standard error, best effort (a standard error that cannot be
-/// written never stops training); nothing when `quiet`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StderrProgress {
-    /// Write nothing.
-    pub quiet: bool,
-}
-
-impl TrainProgress for StderrProgress {
-    fn step(&mut self, _step: usize, message: &str) {
-        self.line(message);
-    }
-
-    fn line(&mut self, message: &str) {
-        if !self.quiet {
-            let _ = writeln!(std::io::stderr(), "{message}");
-        }
-    }
-}
-
-/// Trains as the configuration says, reporting progress as lines on standard error
-/// ([`StderrProgress`]); see the [module docs](self).
+/// Trains as the configuration says; see the [module docs](self). Progress goes out as
+/// `tracing` events (see [`PROGRESS_TARGET`]): install a subscriber to see it
+/// (`tracing_subscriber::fmt::init()`, or the `l2d` binary's progress bar); without one the run
+/// is silent.
 ///
 /// # Errors
 /// Configuration, model, data, checkpoint and diffusion-path errors;
 /// [`TrainError::NonFinite`].
 pub fn train(config: &TrainConfig, options: &RunOptions) -> Result<TrainSummary> {
-    train_with(config, options, &mut StderrProgress::default())
-}
-
-/// [`train`], reporting progress to `progress` (for no output at all,
-/// `StderrProgress { quiet: true }`).
-///
-/// # Errors
-/// As [`train`].
-pub fn train_with(
-    config: &TrainConfig,
-    options: &RunOptions,
-    progress: &mut dyn TrainProgress,
-) -> Result<TrainSummary> {
     config.validate()?;
     let device = device_from_name(&config.train.device)?.without_autodiff();
     let model = load_model(config, &device)?;
     let data = prepare_data(config, &model)?;
-    run(config, options, &model, &data, &device, progress)
+    run(config, options, &model, &data, &device)
 }
 
 /// What a run writes in its folder (`config.toml`, `metrics.jsonl`, `checkpoints/`,
@@ -421,15 +380,10 @@ pub fn run(
     model: &LoadedModel,
     data: &PreparedData,
     device: &Device,
-    progress: &mut dyn TrainProgress,
 ) -> Result<TrainSummary> {
     match config.method {
-        Method::L2d => {
-            run_objective::<DiffusionPath>(config, options, model, data, device, progress)
-        }
-        Method::Lora => {
-            run_objective::<DecoderLora>(config, options, model, data, device, progress)
-        }
+        Method::L2d => run_objective::<DiffusionPath>(config, options, model, data, device),
+        Method::Lora => run_objective::<DecoderLora>(config, options, model, data, device),
     }
 }
 
@@ -444,22 +398,21 @@ pub fn run_objective<O: Objective>(
     model: &LoadedModel,
     data: &PreparedData,
     device: &Device,
-    progress: &mut dyn TrainProgress,
 ) -> Result<TrainSummary> {
-    let mut trainer = Trainer::<O>::start(config, options, model, data, device, progress)?;
+    let mut trainer = Trainer::<O>::start(config, options, model, data, device)?;
     let stop_at = options
         .stop_after
         .map_or(trainer.total, |s| s.min(trainer.total));
     while trainer.step < stop_at {
-        let (lr, grad_norm) = trainer.step(progress)?;
+        let (lr, grad_norm) = trainer.step()?;
         let step = trainer.step;
         if step % config.train.log_every.max(1) == 0 || step == stop_at {
-            trainer.log(lr, grad_norm, progress)?;
+            trainer.log(lr, grad_norm)?;
         }
         let side_work = Instant::now();
         let every = config.validation.every;
         if (every > 0 && step % every == 0) || step == trainer.total {
-            trainer.validate(progress)?;
+            trainer.validate()?;
         }
         let ck = config.output.checkpoint_every;
         if (ck > 0 && step % ck == 0) || step == trainer.total || step == stop_at {
@@ -467,7 +420,7 @@ pub fn run_objective<O: Objective>(
         }
         trainer.window.excluded += side_work.elapsed().as_secs_f64();
     }
-    trainer.finish(progress)
+    trainer.finish()
 }
 
 /// Sums over the steps since the last log line.
@@ -537,7 +490,6 @@ impl<'a, O: Objective> Trainer<'a, O> {
         model: &'a LoadedModel,
         data: &'a PreparedData,
         device: &'a Device,
-        progress: &mut dyn TrainProgress,
     ) -> Result<Self> {
         let out = &config.output.dir;
         prepare_run_folder(out, options)?;
@@ -581,8 +533,8 @@ impl<'a, O: Objective> Trainer<'a, O> {
             .unwrap_or(0);
         let memory = adapter.memory(base, t.micro_batch_size, longest);
         let mut metrics = Metrics::open(out.join("metrics.jsonl"), resume_from.is_some())?;
-        progress.start(total, step);
-        progress.line(&format!(
+        tracing::info!(
+            target: "l2d_train",
             "l2d train ({}): {} training sequences ({}), {} validation; {} steps of {} x {} \
              sequences; {} trainable parameters",
             O::NAME,
@@ -593,7 +545,13 @@ impl<'a, O: Objective> Trainer<'a, O> {
             t.accumulation_steps,
             t.micro_batch_size,
             trainable_params
-        ));
+        );
+        tracing::info!(
+            target: PROGRESS_TARGET,
+            step,
+            total_steps = total,
+            "starting at step {step} of {total}"
+        );
         metrics.write(json!({
             "kind": "start",
             "step": step,
@@ -640,7 +598,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
             trainable_params,
         };
         if step == 0 {
-            trainer.validate(progress)?;
+            trainer.validate()?;
             trainer.window = Window::new();
         }
         Ok(trainer)
@@ -654,9 +612,9 @@ impl<'a, O: Objective> Trainer<'a, O> {
     }
 
     /// Counts a skipped micro-batch or update; past `train.max_nonfinite`, the run stops.
-    fn skip(&mut self, message: String, progress: &mut dyn TrainProgress) -> Result<()> {
+    fn skip(&mut self, message: String) -> Result<()> {
         self.nonfinite += 1;
-        progress.line(&message);
+        tracing::warn!(target: "l2d_train", nonfinite = self.nonfinite, "{message}");
         let limit = self.config.train.max_nonfinite;
         if self.nonfinite > limit {
             return Err(TrainError::NonFinite {
@@ -675,7 +633,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
     ///
     /// # Errors
     /// The objective's errors; [`TrainError::NonFinite`] past the limit.
-    pub fn step(&mut self, progress: &mut dyn TrainProgress) -> Result<(f64, f64)> {
+    pub fn step(&mut self) -> Result<(f64, f64)> {
         let t = &self.config.train;
         let (accum, micro_batch) = (t.accumulation_steps, t.micro_batch_size);
         let lr = self.config.schedule_shape(self.total).lr(self.step);
@@ -702,14 +660,11 @@ impl<'a, O: Objective> Trainer<'a, O> {
                     self.window.tokens += outcome.scored;
                 }
                 None if outcome.scored == 0 => {}
-                None => self.skip(
-                    format!(
-                        "step {}: micro-batch {micro} has a non-finite loss ({}); skipped",
-                        self.step + 1,
-                        outcome.loss
-                    ),
-                    progress,
-                )?,
+                None => self.skip(format!(
+                    "step {}: micro-batch {micro} has a non-finite loss ({}); skipped",
+                    self.step + 1,
+                    outcome.loss
+                ))?,
             }
         }
         let mut grad_norm = f64::NAN;
@@ -720,13 +675,10 @@ impl<'a, O: Objective> Trainer<'a, O> {
             self.adapter = Some(outcome.module);
             grad_norm = outcome.grad_norm;
             if !outcome.applied {
-                self.skip(
-                    format!(
-                        "step {}: non-finite gradient norm; update skipped",
-                        self.step + 1
-                    ),
-                    progress,
-                )?;
+                self.skip(format!(
+                    "step {}: non-finite gradient norm; update skipped",
+                    self.step + 1
+                ))?;
             }
         }
         self.buffer.clear();
@@ -740,7 +692,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
     ///
     /// # Errors
     /// [`TrainError::Io`] writing `metrics.jsonl`.
-    pub fn log(&mut self, lr: f64, grad_norm: f64, progress: &mut dyn TrainProgress) -> Result<()> {
+    pub fn log(&mut self, lr: f64, grad_norm: f64) -> Result<()> {
         let w = &self.window;
         let elapsed = (w.start.elapsed().as_secs_f64() - w.excluded).max(0.0);
         let record = StepRecord {
@@ -761,7 +713,16 @@ impl<'a, O: Objective> Trainer<'a, O> {
             "step {}/{} loss {:.4} lr {:.3e} |g| {:.3} {:.2} s/step",
             self.step, self.total, record.loss, record.lr, record.grad_norm, record.s_per_step
         );
-        progress.step(self.step, &message);
+        tracing::info!(
+            target: PROGRESS_TARGET,
+            step = self.step,
+            total_steps = self.total,
+            loss = record.loss,
+            lr = record.lr,
+            grad_norm = record.grad_norm,
+            s_per_step = record.s_per_step,
+            "{message}"
+        );
         let mut line = serde_json::to_value(&record).unwrap_or_default();
         line["kind"] = json!("train");
         self.metrics.write(line)?;
@@ -775,7 +736,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
     ///
     /// # Errors
     /// The objective's errors; [`TrainError::Io`].
-    pub fn validate(&mut self, progress: &mut dyn TrainProgress) -> Result<()> {
+    pub fn validate(&mut self) -> Result<()> {
         if self.data.validation.is_empty() {
             return Ok(());
         }
@@ -787,7 +748,14 @@ impl<'a, O: Objective> Trainer<'a, O> {
             self.device,
         )?;
         let seconds = started.elapsed().as_secs_f64();
-        progress.line(&valid_line(self.step, &v));
+        tracing::info!(
+            target: "l2d_train",
+            step = self.step,
+            loss = v.loss,
+            seconds,
+            "{}",
+            valid_line(self.step, &v)
+        );
         self.metrics.write(
             json!({"kind": "validation", "step": self.step, "seconds": seconds, "metrics": v}),
         )?;
@@ -830,13 +798,21 @@ impl<'a, O: Objective> Trainer<'a, O> {
     ///
     /// # Errors
     /// [`TrainError::Checkpoint`] writing the adapter; [`TrainError::Io`].
-    pub fn finish(mut self, progress: &mut dyn TrainProgress) -> Result<TrainSummary> {
-        progress.finish();
+    pub fn finish(mut self) -> Result<TrainSummary> {
+        tracing::info!(
+            target: PROGRESS_TARGET,
+            step = self.step,
+            total_steps = self.total,
+            finished = true,
+            "training loop ended at step {} of {}",
+            self.step,
+            self.total
+        );
         let out = &self.config.output.dir;
         let adapter = if self.step == self.total {
             let file = out.join("adapter.safetensors");
             self.adapter().save(&file, self.base)?;
-            progress.line(&format!("adapter written to {}", file.display()));
+            tracing::info!(target: "l2d_train", "adapter written to {}", file.display());
             Some(file)
         } else {
             None

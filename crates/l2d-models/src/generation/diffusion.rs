@@ -88,8 +88,8 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use l2d_core::{HostRng, TemperatureSchedule, X1Estimation, X1Estimator};
 use l2d_guidance::Guidance;
 use l2d_solvers::{
-    AdaptiveController, Diffusion, EndpointPolicy, FlowSdeSampler, Method, Noise, Solver,
-    SolverError, StepController,
+    AdaptiveController, EndpointPolicy, FlowSdeSampler, Method, Noise, Solver, SolverError,
+    StepController,
 };
 
 use super::step::TokenStep;
@@ -104,7 +104,8 @@ use crate::tokenizer::Tokenizer;
 pub use super::diffusion_error::DiffusionGenerationError;
 pub use super::options::{
     BudgetPolicy, DEFAULT_ADAPTIVE_METHOD, DEFAULT_FIXED_METHOD, DEFAULT_TOLERANCE, DiffusionMode,
-    DiffusionOptions, GuidanceOptions, InvalidDiffusionMode, TemperatureOffset,
+    DiffusionOptions, GuidanceOptions, InvalidDiffusionMode, MAX_NFE_PER_TOKEN, MAX_SOLVER_STEPS,
+    TemperatureOffset,
 };
 pub use super::stats::{DiffusionOutput, DiffusionStats, TokenStats};
 
@@ -128,14 +129,6 @@ pub struct Generator<'m> {
     table: OnceCell<Tensor<2>>,
 }
 
-/// The most solver steps a token may take on a fixed grid (or a budget's fixed-grid
-/// fallback): far above the paper's largest setting (64 steps, 127 NFE), low enough that a
-/// mistyped count fails at once instead of building a grid that never ends.
-pub const MAX_SOLVER_STEPS: usize = 100_000;
-
-/// The largest NFE budget per token an adaptive solve may be given.
-pub const MAX_NFE_PER_TOKEN: usize = 1_000_000;
-
 impl<'m> Generator<'m> {
     /// A generator over `base` and `path`, checking the options against them.
     ///
@@ -155,79 +148,12 @@ impl<'m> Generator<'m> {
         if let Some(p) = path {
             p.check_base(base)?;
         }
-        match options.mode {
-            DiffusionMode::Adaptive {
-                method,
-                rtol,
-                atol,
-                max_nfe,
-                on_budget,
-            } => {
-                if !method.is_adaptive() {
-                    return Err(invalid(
-                        "method",
-                        format!("{method} has no error estimate; use it with a fixed grid"),
-                    ));
-                }
-                AdaptiveController::new(rtol, atol)
-                    .with_step_bounds(options.adaptive_min_step, f64::INFINITY)
-                    .validate()
-                    .map_err(|e| invalid("tolerances", e.to_string()))?;
-                if max_nfe == Some(0) {
-                    return Err(invalid("max_nfe", "must be at least 1".into()));
-                }
-                if let Some(n) = max_nfe.filter(|&n| n > MAX_NFE_PER_TOKEN) {
-                    return Err(invalid(
-                        "max_nfe",
-                        format!("{n} is above the limit of {MAX_NFE_PER_TOKEN} per token"),
-                    ));
-                }
-                match on_budget {
-                    BudgetPolicy::FixedGrid { steps: 0 } => {
-                        return Err(invalid(
-                            "on_budget",
-                            "a fixed-grid fallback needs at least 1 step".into(),
-                        ));
-                    }
-                    BudgetPolicy::FixedGrid { steps } if steps > MAX_SOLVER_STEPS => {
-                        return Err(invalid(
-                            "on_budget",
-                            format!(
-                                "a fallback of {steps} steps is above the limit of \
-                                 {MAX_SOLVER_STEPS} per token"
-                            ),
-                        ));
-                    }
-                    _ => {}
-                }
-            }
-            DiffusionMode::Fixed { steps, .. } | DiffusionMode::Sde { steps, .. }
-                if steps > MAX_SOLVER_STEPS =>
-            {
-                return Err(invalid(
-                    "steps",
-                    format!("{steps} is above the limit of {MAX_SOLVER_STEPS} per token"),
-                ));
-            }
-            DiffusionMode::Sde { steps: 0, .. } => {
-                return Err(invalid("steps", "an SDE needs at least 1 step".into()));
-            }
-            DiffusionMode::Sde { diffusion, .. } => {
-                let value = match diffusion {
-                    Diffusion::Zero | Diffusion::Custom(_) => 0.0,
-                    Diffusion::Constant(v)
-                    | Diffusion::Sigma { norm: v }
-                    | Diffusion::Decreasing { norm: v }
-                    | Diffusion::IncreasingDecreasing { norm: v } => v,
-                };
-                if !(value.is_finite() && value >= 0.0) {
-                    return Err(invalid(
-                        "diffusion",
-                        format!("{diffusion}: the coefficient must be finite and non-negative"),
-                    ));
-                }
-            }
-            DiffusionMode::Base | DiffusionMode::Fixed { .. } => {}
+        options.mode.validate()?;
+        if let DiffusionMode::Adaptive { rtol, atol, .. } = options.mode {
+            AdaptiveController::new(rtol, atol)
+                .with_step_bounds(options.adaptive_min_step, f64::INFINITY)
+                .validate()
+                .map_err(|e| invalid("adaptive_min_step", e.to_string()))?;
         }
         let config = path.map(|p| p.config().clone()).unwrap_or_default();
         let mut estimation = config.x1_estimation().map_err(DiffusionError::from)?;

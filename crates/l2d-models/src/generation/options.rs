@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 use burn::tensor::DType;
 use l2d_core::{TemperatureSchedule, X1Estimator};
-use l2d_solvers::{Diffusion, EndpointPolicy, Method};
+use l2d_solvers::{AdaptiveController, Diffusion, EndpointPolicy, Method};
+
+use super::DiffusionGenerationError;
 
 /// The fixed-grid method of a mode written without one (the authors' default, `midpoint`).
 pub const DEFAULT_FIXED_METHOD: Method = Method::Midpoint;
@@ -17,6 +19,14 @@ pub const DEFAULT_TOLERANCE: f64 = 1e-5;
 /// The diffusion coefficient of an `sde` mode written without one (SiT's default: `sigma`,
 /// `w(t) = 1 − t`).
 pub const DEFAULT_SDE_DIFFUSION: Diffusion = Diffusion::Sigma { norm: 1.0 };
+
+/// The most solver steps a token may take on a fixed grid (or a budget's fixed-grid
+/// fallback): far above the paper's largest setting (64 steps, 127 NFE), low enough that a
+/// mistyped count fails at once instead of building a grid that never ends.
+pub const MAX_SOLVER_STEPS: usize = 100_000;
+
+/// The largest NFE budget per token an adaptive solve may be given.
+pub const MAX_NFE_PER_TOKEN: usize = 1_000_000;
 
 /// What an adaptive solve does when it would exceed its `max_nfe` budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +106,94 @@ pub enum DiffusionMode {
 #[error("{0}")]
 pub struct InvalidDiffusionMode(pub String);
 
+impl DiffusionMode {
+    /// Checks that the mode can run, whatever built it (the text grammar, the command line's
+    /// flags, a struct literal): an adaptive method with an error estimate, positive finite
+    /// tolerances, a budget and fallback of at least 1 and within [`MAX_NFE_PER_TOKEN`] /
+    /// [`MAX_SOLVER_STEPS`], steps within [`MAX_SOLVER_STEPS`], an SDE with at least one step
+    /// and a finite, non-negative diffusion coefficient. [`Generator::new`](super::Generator::new)
+    /// and [`FromStr`] call it; a front end can call it before loading a model.
+    ///
+    /// # Errors
+    /// [`DiffusionGenerationError::Invalid`] naming the field (`method`, `tolerances`,
+    /// `max_nfe`, `on_budget`, `steps`, `diffusion`).
+    pub fn validate(&self) -> Result<(), DiffusionGenerationError> {
+        let invalid = |field, reason: String| DiffusionGenerationError::Invalid { field, reason };
+        match *self {
+            DiffusionMode::Adaptive {
+                method,
+                rtol,
+                atol,
+                max_nfe,
+                on_budget,
+            } => {
+                if !method.is_adaptive() {
+                    return Err(invalid(
+                        "method",
+                        format!("{method} has no error estimate; use it with a fixed grid"),
+                    ));
+                }
+                AdaptiveController::new(rtol, atol)
+                    .validate()
+                    .map_err(|e| invalid("tolerances", e.to_string()))?;
+                match max_nfe {
+                    Some(0) => return Err(invalid("max_nfe", "must be at least 1".into())),
+                    Some(n) if n > MAX_NFE_PER_TOKEN => {
+                        return Err(invalid(
+                            "max_nfe",
+                            format!("{n} is above the limit of {MAX_NFE_PER_TOKEN} per token"),
+                        ));
+                    }
+                    _ => {}
+                }
+                match on_budget {
+                    BudgetPolicy::FixedGrid { steps: 0 } => Err(invalid(
+                        "on_budget",
+                        "a fixed-grid fallback needs at least 1 step".into(),
+                    )),
+                    BudgetPolicy::FixedGrid { steps } if steps > MAX_SOLVER_STEPS => Err(invalid(
+                        "on_budget",
+                        format!(
+                            "a fallback of {steps} steps is above the limit of \
+                             {MAX_SOLVER_STEPS} per token"
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            DiffusionMode::Fixed { steps, .. } | DiffusionMode::Sde { steps, .. }
+                if steps > MAX_SOLVER_STEPS =>
+            {
+                Err(invalid(
+                    "steps",
+                    format!("{steps} is above the limit of {MAX_SOLVER_STEPS} per token"),
+                ))
+            }
+            DiffusionMode::Sde { steps: 0, .. } => {
+                Err(invalid("steps", "an SDE needs at least 1 step".into()))
+            }
+            DiffusionMode::Sde { diffusion, .. } => {
+                let value = match diffusion {
+                    Diffusion::Zero | Diffusion::Custom(_) => 0.0,
+                    Diffusion::Constant(v)
+                    | Diffusion::Sigma { norm: v }
+                    | Diffusion::Decreasing { norm: v }
+                    | Diffusion::IncreasingDecreasing { norm: v } => v,
+                };
+                if value.is_finite() && value >= 0.0 {
+                    Ok(())
+                } else {
+                    Err(invalid(
+                        "diffusion",
+                        format!("{diffusion}: the coefficient must be finite and non-negative"),
+                    ))
+                }
+            }
+            DiffusionMode::Base | DiffusionMode::Fixed { .. } => Ok(()),
+        }
+    }
+}
+
 fn parse_method(name: &str) -> Result<Method, InvalidDiffusionMode> {
     name.parse()
         .map_err(|e: l2d_solvers::UnknownMethod| InvalidDiffusionMode(e.to_string()))
@@ -141,109 +239,118 @@ impl fmt::Display for DiffusionMode {
 impl FromStr for DiffusionMode {
     type Err = InvalidDiffusionMode;
 
+    /// Parses the grammar, then [`DiffusionMode::validate`]s the result, so a setting that
+    /// could never run is refused while parsing.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |m: String| Err(InvalidDiffusionMode(m));
-        let s = s.trim();
-        let mut parts = s.split(':');
-        let head = parts.next().unwrap_or_default();
-        if head == "base" {
-            return match parts.next() {
-                None => Ok(DiffusionMode::Base),
-                Some(p) => bad(format!("`base` takes no options, found {p:?} in {s:?}")),
-            };
-        }
-        if head == "adaptive" {
-            let (mut method, mut rtol, mut atol) = (
-                DEFAULT_ADAPTIVE_METHOD,
-                DEFAULT_TOLERANCE,
-                DEFAULT_TOLERANCE,
-            );
-            let (mut max_nfe, mut fallback) = (None, None);
-            for part in parts {
-                let positive = |v: &str, what: &str| {
-                    v.parse::<f64>()
-                        .ok()
-                        .filter(|x| x.is_finite() && *x > 0.0)
-                        .ok_or_else(|| {
-                            InvalidDiffusionMode(format!(
-                                "{what} must be a positive number, got {v:?}"
-                            ))
-                        })
-                };
-                let count = |v: &str, what: &str| {
-                    v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                        InvalidDiffusionMode(format!("{what} must be >= 1, got {v:?}"))
-                    })
-                };
-                match part.split_once('=') {
-                    Some(("rtol", v)) => rtol = positive(v, "rtol")?,
-                    Some(("atol", v)) => atol = positive(v, "atol")?,
-                    Some(("max-nfe" | "max_nfe", v)) => max_nfe = Some(count(v, "max-nfe")?),
-                    Some(("fallback", v)) => fallback = Some(count(v, "fallback")?),
-                    Some((k, _)) => return bad(format!("unknown adaptive option {k:?} in {s:?}")),
-                    None => method = parse_method(part)?,
-                }
-            }
-            if !method.is_adaptive() {
-                return bad(format!(
-                    "solver {method} has no error estimate and cannot be adaptive; use \
-                     `steps=N:{method}` or an adaptive solver (bosh3, dopri5, tsit5, ...)"
-                ));
-            }
-            if fallback.is_some() && max_nfe.is_none() {
-                return bad(format!("`fallback` needs a `max-nfe` budget in {s:?}"));
-            }
-            return Ok(DiffusionMode::Adaptive {
-                method,
-                rtol,
-                atol,
-                max_nfe,
-                on_budget: match fallback {
-                    Some(steps) => BudgetPolicy::FixedGrid { steps },
-                    None => BudgetPolicy::Error,
-                },
-            });
-        }
-        let steps = |text: &str| {
-            let Ok(steps) = text.strip_prefix("steps=").unwrap_or(text).parse::<usize>() else {
-                return Err(InvalidDiffusionMode(format!(
-                    "unknown setting {s:?}; expected `base`, `N[:SOLVER]`, `adaptive[:...]` or \
-                     `sde:N[:DIFFUSION]`"
-                )));
-            };
-            if steps == 0 {
-                return Err(InvalidDiffusionMode(
-                    "diffusion steps must be at least 1 (use `base` for none)".into(),
-                ));
-            }
-            Ok(steps)
+        let mode = parse_mode(s)?;
+        mode.validate()
+            .map_err(|e| InvalidDiffusionMode(format!("{s:?}: {e}")))?;
+        Ok(mode)
+    }
+}
+
+/// The grammar of [`DiffusionMode`], before [`DiffusionMode::validate`].
+fn parse_mode(s: &str) -> Result<DiffusionMode, InvalidDiffusionMode> {
+    let bad = |m: String| Err(InvalidDiffusionMode(m));
+    let s = s.trim();
+    let mut parts = s.split(':');
+    let head = parts.next().unwrap_or_default();
+    if head == "base" {
+        return match parts.next() {
+            None => Ok(DiffusionMode::Base),
+            Some(p) => bad(format!("`base` takes no options, found {p:?} in {s:?}")),
         };
-        if head == "sde" {
-            let Some(n) = parts.next() else {
-                return bad(format!("`sde` needs its steps: `sde:N` in {s:?}"));
+    }
+    if head == "adaptive" {
+        let (mut method, mut rtol, mut atol) = (
+            DEFAULT_ADAPTIVE_METHOD,
+            DEFAULT_TOLERANCE,
+            DEFAULT_TOLERANCE,
+        );
+        let (mut max_nfe, mut fallback) = (None, None);
+        for part in parts {
+            let positive = |v: &str, what: &str| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| {
+                        InvalidDiffusionMode(format!("{what} must be a positive number, got {v:?}"))
+                    })
             };
-            let steps = steps(n)?;
-            let diffusion = match parts.next() {
-                None => DEFAULT_SDE_DIFFUSION,
-                Some(d) => d
-                    .parse::<Diffusion>()
-                    .map_err(|e| InvalidDiffusionMode(e.to_string()))?,
+            let count = |v: &str, what: &str| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| InvalidDiffusionMode(format!("{what} must be >= 1, got {v:?}")))
             };
-            if let Some(extra) = parts.next() {
-                return bad(format!("unexpected {extra:?} in {s:?}"));
+            match part.split_once('=') {
+                Some(("rtol", v)) => rtol = positive(v, "rtol")?,
+                Some(("atol", v)) => atol = positive(v, "atol")?,
+                Some(("max-nfe" | "max_nfe", v)) => max_nfe = Some(count(v, "max-nfe")?),
+                Some(("fallback", v)) => fallback = Some(count(v, "fallback")?),
+                Some((k, _)) => return bad(format!("unknown adaptive option {k:?} in {s:?}")),
+                None => method = parse_method(part)?,
             }
-            return Ok(DiffusionMode::Sde { steps, diffusion });
         }
-        let steps = steps(head)?;
-        let method = match parts.next() {
-            None => DEFAULT_FIXED_METHOD,
-            Some(name) => parse_method(name)?,
+        if !method.is_adaptive() {
+            return bad(format!(
+                "solver {method} has no error estimate and cannot be adaptive; use \
+                 `steps=N:{method}` or an adaptive solver (bosh3, dopri5, tsit5, ...)"
+            ));
+        }
+        if fallback.is_some() && max_nfe.is_none() {
+            return bad(format!("`fallback` needs a `max-nfe` budget in {s:?}"));
+        }
+        return Ok(DiffusionMode::Adaptive {
+            method,
+            rtol,
+            atol,
+            max_nfe,
+            on_budget: match fallback {
+                Some(steps) => BudgetPolicy::FixedGrid { steps },
+                None => BudgetPolicy::Error,
+            },
+        });
+    }
+    let steps = |text: &str| {
+        let Ok(steps) = text.strip_prefix("steps=").unwrap_or(text).parse::<usize>() else {
+            return Err(InvalidDiffusionMode(format!(
+                "unknown setting {s:?}; expected `base`, `N[:SOLVER]`, `adaptive[:...]` or \
+                 `sde:N[:DIFFUSION]`"
+            )));
+        };
+        if steps == 0 {
+            return Err(InvalidDiffusionMode(
+                "diffusion steps must be at least 1 (use `base` for none)".into(),
+            ));
+        }
+        Ok(steps)
+    };
+    if head == "sde" {
+        let Some(n) = parts.next() else {
+            return bad(format!("`sde` needs its steps: `sde:N` in {s:?}"));
+        };
+        let steps = steps(n)?;
+        let diffusion = match parts.next() {
+            None => DEFAULT_SDE_DIFFUSION,
+            Some(d) => d
+                .parse::<Diffusion>()
+                .map_err(|e| InvalidDiffusionMode(e.to_string()))?,
         };
         if let Some(extra) = parts.next() {
             return bad(format!("unexpected {extra:?} in {s:?}"));
         }
-        Ok(DiffusionMode::Fixed { steps, method })
+        return Ok(DiffusionMode::Sde { steps, diffusion });
     }
+    let steps = steps(head)?;
+    let method = match parts.next() {
+        None => DEFAULT_FIXED_METHOD,
+        Some(name) => parse_method(name)?,
+    };
+    if let Some(extra) = parts.next() {
+        return bad(format!("unexpected {extra:?} in {s:?}"));
+    }
+    Ok(DiffusionMode::Fixed { steps, method })
 }
 
 /// Where the temperature schedule is evaluated.
