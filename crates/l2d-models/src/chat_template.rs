@@ -172,8 +172,7 @@ impl TemplateDate {
     /// # Errors
     /// [`ChatTemplateError::Source`] if the date does not exist.
     pub fn fixed(year: i32, month: u32, day: u32) -> Result<Self, ChatTemplateError> {
-        let valid = (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month);
-        if !valid {
+        if chrono::NaiveDate::from_ymd_opt(year, month, day).is_none() {
             return Err(ChatTemplateError::Source {
                 source_name: "TemplateDate::fixed".into(),
                 reason: format!("{year:04}-{month:02}-{day:02} is not a date"),
@@ -182,148 +181,42 @@ impl TemplateDate {
         Ok(TemplateDate::Fixed(CivilDate { year, month, day }))
     }
 
-    /// The date and time `(date, seconds since midnight)` it stands for now.
-    fn resolve(self) -> (CivilDate, u32) {
+    /// The date and time it stands for now.
+    fn resolve(self) -> chrono::NaiveDateTime {
         match self {
-            TemplateDate::Fixed(d) => (d, 0),
+            TemplateDate::Fixed(d) => chrono::NaiveDate::from_ymd_opt(d.year, d.month, d.day)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                // `CivilDate`'s fields are public: a date built without `fixed` may not exist.
+                .unwrap_or_default(),
             TemplateDate::Now => {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs() as i64)
                     .unwrap_or(0);
-                let days = secs.div_euclid(86_400);
-                (civil_from_days(days), secs.rem_euclid(86_400) as u32)
+                chrono::DateTime::from_timestamp(secs, 0)
+                    .unwrap_or_default()
+                    .naive_utc()
             }
         }
     }
-}
-
-fn is_leap(y: i32) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i32, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(y) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
-/// Days since 1970-01-01 → civil date (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> CivilDate {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-    CivilDate { year, month, day }
-}
-
-/// Civil date → days since 1970-01-01.
-fn days_from_civil(d: CivilDate) -> i64 {
-    let y = i64::from(d.year) - i64::from(d.month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(d.month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d.day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// The execution budget of one render (minijinja's fuel), on top of a quarter of the input's
 /// bytes: the released chat templates spend a few thousand on a conversation.
 pub const TEMPLATE_FUEL: u64 = 2_000_000;
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
-
-/// Python's `datetime.strftime` for the directives templates use (`%d %b %Y`, ...),
-/// including glibc's `%-d` (no padding). Unknown directives are errors.
+/// Python's `datetime.strftime` on a naive date and time, for the directives templates use
+/// (`%d %b %Y`, ...), including glibc's `%-d` (no padding), through `chrono`'s formatter. As in
+/// Python, `%z` and `%Z` of a naive time are empty. Unknown directives are errors.
 pub fn strftime(date: TemplateDate, format: &str) -> Result<String, String> {
-    let (d, secs) = date.resolve();
-    let days = days_from_civil(d);
-    let weekday = (days + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
-    let yday =
-        days - days_from_civil(CivilDate {
-            month: 1,
-            day: 1,
-            ..d
-        }) + 1;
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+    use std::fmt::Write as _;
+    let naive = format.replace("%z", "").replace("%Z", "");
+    let items = chrono::format::StrftimeItems::new(&naive)
+        .parse()
+        .map_err(|e| format!("unsupported strftime format {format:?}: {e}"))?;
     let mut out = String::new();
-    let mut chars = format.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let mut spec = chars.next().ok_or("format ends with a lone `%`")?;
-        let unpadded = spec == '-';
-        if unpadded {
-            spec = chars.next().ok_or("format ends with `%-`")?;
-        }
-        let num = |v: i64, width: usize| {
-            if unpadded {
-                v.to_string()
-            } else {
-                format!("{v:0width$}")
-            }
-        };
-        let piece = match spec {
-            'd' => num(d.day.into(), 2),
-            'e' => format!("{:>2}", d.day),
-            'm' => num(d.month.into(), 2),
-            'Y' => d.year.to_string(),
-            'y' => num(i64::from(d.year).rem_euclid(100), 2),
-            'b' | 'h' => MONTHS[d.month as usize - 1][..3].to_string(),
-            'B' => MONTHS[d.month as usize - 1].to_string(),
-            'a' => WEEKDAYS[weekday][..3].to_string(),
-            'A' => WEEKDAYS[weekday].to_string(),
-            'w' => ((weekday + 1) % 7).to_string(),
-            'u' => (weekday + 1).to_string(),
-            'j' => num(yday, 3),
-            'H' => num(h.into(), 2),
-            'I' => num(h12.into(), 2),
-            'M' => num(m.into(), 2),
-            'S' => num(s.into(), 2),
-            'p' => (if h < 12 { "AM" } else { "PM" }).to_string(),
-            'F' => format!("{:04}-{:02}-{:02}", d.year, d.month, d.day),
-            'T' => format!("{h:02}:{m:02}:{s:02}"),
-            'z' | 'Z' => String::new(), // a naive datetime has no zone
-            '%' => "%".to_string(),
-            other => return Err(format!("unsupported strftime directive `%{other}`")),
-        };
-        out.push_str(&piece);
-    }
+    write!(out, "{}", date.resolve().format_with_items(items.iter()))
+        .map_err(|_| format!("strftime format {format:?} needs a time zone"))?;
     Ok(out)
 }
 
@@ -963,21 +856,6 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates_round_trip() {
-        for days in [-1_000_000i64, -1, 0, 1, 19_930, 2_000_000] {
-            assert_eq!(days_from_civil(civil_from_days(days)), days);
-        }
-        assert_eq!(
-            civil_from_days(19_930),
-            CivilDate {
-                year: 2024,
-                month: 7,
-                day: 26
-            }
-        );
-    }
-
-    #[test]
     fn strftime_formats_a_pinned_date() {
         let d = TemplateDate::fixed(2024, 7, 26).unwrap();
         // 26 Jul 2024 was a Friday, day 208 of a leap year.
@@ -986,8 +864,15 @@ mod tests {
             strftime(d, "%A %B %-d, %y (%j) %H:%M %%").unwrap(),
             "Friday July 26, 24 (208) 00:00 %"
         );
+        assert_eq!(
+            strftime(d, "%e|%-m|%u %w|%I%p|%F %T|%z%Z").unwrap(),
+            "26|7|5 5|12AM|2024-07-26 00:00:00|"
+        );
         assert!(strftime(d, "%Q").is_err());
+        assert!(strftime(d, "%").is_err());
         assert!(TemplateDate::fixed(2023, 2, 29).is_err());
+        assert!(TemplateDate::fixed(2024, 2, 29).is_ok());
+        assert!(TemplateDate::fixed(2024, 13, 1).is_err());
     }
 
     #[test]
