@@ -349,6 +349,13 @@ fn the_lora_baseline_trains_resumes_bit_for_bit_and_writes_a_peft_adapter() {
     // validation data lowers the loss.
     let (first, last) = (&straight.validations[0].1, &straight.validations[3].1);
     assert_eq!(first.accuracy, first.base_accuracy);
+    // The base's accuracy is measured at the first validation and carried to the others.
+    assert!(
+        straight
+            .validations
+            .iter()
+            .all(|(_, v)| v.base_accuracy == first.base_accuracy)
+    );
     assert!(
         last.loss < first.loss,
         "validation loss {} -> {}",

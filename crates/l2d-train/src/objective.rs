@@ -202,7 +202,10 @@ impl Objective for DecoderLora {
             total += f64::from(loss.into_scalar::<f32>()) * batch.num_scored as f64;
             tokens += batch.num_scored;
             correct += greedy_correct(logits, &batch);
-            if let Some((_, base_logits)) = lm_loss(base, None, &batch) {
+            // The base's accuracy needs a forward of its own: once per run is enough.
+            if options.known_base_accuracy.is_none()
+                && let Some((_, base_logits)) = lm_loss(base, None, &batch)
+            {
                 base_correct += greedy_correct(base_logits, &batch);
             }
         }
@@ -217,7 +220,7 @@ impl Objective for DecoderLora {
             loss_by_t: Vec::new(),
             nstep_accuracy: None,
             accuracy: rate(correct),
-            base_accuracy: rate(base_correct),
+            base_accuracy: options.known_base_accuracy.or_else(|| rate(base_correct)),
             accuracy_tokens: tokens,
         })
     }

@@ -589,6 +589,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 nstep_batches: v.nstep_batches,
                 seed: config.seed,
                 pad_id: data.pad_id,
+                known_base_accuracy: None,
             },
             window: Window::new(),
             run_start: Instant::now(),
@@ -748,6 +749,8 @@ impl<'a, O: Objective> Trainer<'a, O> {
             self.device,
         )?;
         let seconds = started.elapsed().as_secs_f64();
+        // The frozen base does not change: its accuracy on these examples is measured once.
+        self.valid_options.known_base_accuracy = v.base_accuracy;
         tracing::info!(
             target: "l2d_train",
             step = self.step,

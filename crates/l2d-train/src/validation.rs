@@ -41,6 +41,9 @@ pub struct ValidationOptions {
     pub seed: u64,
     /// The padding id.
     pub pad_id: u32,
+    /// The frozen base's accuracy, when already measured on these examples: an objective that
+    /// would need a forward of its own for it (the LoRA baseline) reports this instead.
+    pub known_base_accuracy: Option<f64>,
 }
 
 /// One evaluation's results.
@@ -329,6 +332,7 @@ mod tests {
             nstep_batches: 0,
             seed: 5,
             pad_id: 0,
+            known_base_accuracy: None,
         };
         let frozen = base.frozen_forward(
             batch.input_ids.clone(),
