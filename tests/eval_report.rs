@@ -334,6 +334,18 @@ fn append_adds_settings_to_a_report_of_the_same_sweep_and_refuses_another() {
         );
         assert_eq!(std::fs::read(&a.report).unwrap(), before, "{field}");
     }
+    // `cpu` and `flex` name one device; a report made on another device is refused.
+    let mut b = args(&dir, vec![Setting::Base]);
+    b.append = true;
+    b.device = "flex".into();
+    run_eval(&b).unwrap();
+    let mut gpu = EvalReport::read_json(&a.report).unwrap();
+    gpu.device = "vulkan".into();
+    gpu.write_json(&a.report).unwrap();
+    let before = std::fs::read(&a.report).unwrap();
+    let err = run_eval(&b).unwrap_err().to_string();
+    assert!(err.contains("device vulkan"), "{err}");
+    assert_eq!(std::fs::read(&a.report).unwrap(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
