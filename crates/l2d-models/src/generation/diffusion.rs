@@ -616,7 +616,9 @@ impl<'g> DiffusionStep<'g> {
         let logits = match gen_.options.mode {
             DiffusionMode::Fixed { steps, .. } | DiffusionMode::Sde { steps, .. } => {
                 let times = l2d_solvers::linspace(0.0, final_time, steps + 1);
-                let mut noise = RowNoise::new(&rngs); // derived by key: nothing drawn yet
+                // The SDE's step noise, derived by key (nothing drawn yet); a fixed grid has none.
+                let is_sde = matches!(gen_.options.mode, DiffusionMode::Sde { .. });
+                let mut noise = RowNoise::new(if is_sde { &rngs } else { &[] });
                 let cached = gen_.options.cache_conditioning;
                 let mut field = self.field(path, context, initial_logits, rngs, &times, cached)?;
                 let (x, s) = match gen_.options.mode {
