@@ -9,19 +9,13 @@ use l2d::demo::pipeline::{
 };
 use l2d_solvers::Method;
 
+mod support;
+
 /// Runs the demo with its `tracing` events collected as lines.
 fn logged(
     config: &QuickstartConfig,
 ) -> (Result<QuickstartReport, l2d::demo::DemoError>, Vec<String>) {
-    use tracing_subscriber::layer::SubscriberExt;
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    let layer = l2d::cli::logging::LineLayer::to(move |l| sink.lock().unwrap().push(l.to_string()));
-    let subscriber = tracing_subscriber::registry().with(layer);
-    let result =
-        tracing::subscriber::with_default(subscriber, || run_quickstart(config, &Device::flex()));
-    let lines = lines.lock().unwrap().clone();
-    (result, lines)
+    support::lines_of(|| run_quickstart(config, &Device::flex()))
 }
 
 fn toy_config(seed: u64) -> QuickstartConfig {
@@ -136,6 +130,7 @@ fn without_times(report: &QuickstartReport) -> Vec<String> {
 
 #[test]
 fn the_toy_pipeline_reports_every_row_a_plot_and_json_deterministically() {
+    support::install();
     let config = toy_config(11);
     let (report, lines) = logged(&config);
     let report = report.unwrap();
@@ -231,6 +226,7 @@ fn the_toy_pipeline_reports_every_row_a_plot_and_json_deterministically() {
 
 #[test]
 fn a_one_token_task_gives_a_scaling_curve_without_lora_rows() {
+    support::install();
     use l2d::demo::scaling::ScalingCurve;
     use l2d::demo::task::TaskKind;
 
@@ -280,6 +276,7 @@ fn a_one_token_task_gives_a_scaling_curve_without_lora_rows() {
 
 #[test]
 fn an_output_folder_that_cannot_be_made_fails_before_training() {
+    support::install();
     let dir = std::env::temp_dir().join(format!("l2d-demo-outputs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // A file where a folder should be.

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use l2d::cli::logging::LineLayer;
 use l2d::eval::report::EvalReport;
 use l2d::eval::run::{EvalArgs, evaluate_setting, evaluate_with_step, prepare_prompts, run_eval};
 use l2d::eval::setting::Setting;
@@ -16,7 +15,8 @@ use l2d_models::diffusion::DiffusionPath;
 use l2d_models::generation::{Flow, GenerationConfig, GenerationError, TokenStep};
 use l2d_models::l2d_config::L2dConfig;
 use l2d_models::pretrained::{LoadOptions, Pretrained};
-use tracing_subscriber::layer::SubscriberExt;
+
+mod support;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -83,6 +83,7 @@ fn item(prompt: &str, answer: &str) -> TaskItem {
 
 #[test]
 fn scoring_goes_through_generation_detokenisation_and_extraction() {
+    support::install();
     let lm = tiny();
     let enc = |t: &str| lm.tokenizer.encode(t, false).unwrap();
     let eos = lm
@@ -141,6 +142,7 @@ fn scoring_goes_through_generation_detokenisation_and_extraction() {
 
 #[test]
 fn the_base_setting_equals_direct_greedy_generation() {
+    support::install();
     let lm = tiny();
     let items = vec![
         item("Hello world", "x"),
@@ -177,6 +179,7 @@ fn the_base_setting_equals_direct_greedy_generation() {
 
 #[test]
 fn diffusion_settings_need_an_adapter_and_run_through_the_generator() {
+    support::install();
     let lm = tiny();
     let items = vec![item("Hello world", "1"), item("1 2 3", "2")];
     let prompts = prepare_prompts(&lm, &items, true, None).unwrap();
@@ -269,6 +272,7 @@ fn args(dir: &Path, settings: Vec<Setting>) -> EvalArgs {
 
 #[test]
 fn append_adds_settings_to_a_report_of_the_same_sweep_and_refuses_another() {
+    support::install();
     let dir = std::env::temp_dir().join(format!("l2d-eval-append-{}", std::process::id()));
     let first = run_eval(&args(&dir, vec![Setting::Base])).unwrap();
     // Appending to a report that does not exist is an error naming the file.
@@ -358,15 +362,12 @@ fn fresh_lora(base: &l2d_models::decoder::CausalLm) -> l2d_models::lora::Decoder
 
 #[test]
 fn run_eval_writes_a_report_and_a_plot() {
+    support::install();
     let dir = std::env::temp_dir().join(format!("l2d-eval-{}", std::process::id()));
     let a = args(&dir, vec![Setting::Base]);
     // Its progress goes out as two events, one before the items and one per setting.
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = lines.clone();
-    let layer = LineLayer::to(move |l| sink.lock().unwrap().push(l.to_string()));
-    let subscriber = tracing_subscriber::registry().with(layer);
-    let report = tracing::subscriber::with_default(subscriber, || run_eval(&a)).unwrap();
-    let lines = lines.lock().unwrap().clone();
+    let (report, lines) = support::lines_of(|| run_eval(&a));
+    let report = report.unwrap();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[1].starts_with("base: accuracy "), "{lines:?}");
     assert_eq!(report.num_items, 5);
@@ -404,6 +405,7 @@ fn run_eval_writes_a_report_and_a_plot() {
 
 #[test]
 fn run_eval_rejects_bad_arguments_before_loading_anything() {
+    support::install();
     let dir = std::env::temp_dir().join(format!("l2d-eval-bad-{}", std::process::id()));
     let mut a = args(&dir, vec![Setting::Base, "16".parse().unwrap()]);
     a.model = "/no/such/model".into();
@@ -435,6 +437,7 @@ fn run_eval_rejects_bad_arguments_before_loading_anything() {
 
 #[test]
 fn the_report_plot_draws_each_kind_of_setting() {
+    support::install();
     use l2d::eval::report::SettingResult;
     let result = |setting: Setting, acc: f64, nfe: f64| SettingResult {
         setting,
@@ -504,6 +507,7 @@ fn the_report_plot_draws_each_kind_of_setting() {
 /// made this fail on a value like `1675.3063611801365`).
 #[test]
 fn a_report_reads_back_every_float_bit_for_bit() {
+    support::install();
     let dir = std::env::temp_dir().join(format!("l2d-eval-floats-{}", std::process::id()));
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut floats = vec![1675.3063611801365, 0.0023876229999999997, 1.0 / 3.0, 5e-324];
@@ -585,6 +589,7 @@ impl burn::module::ModuleMapper for Shift {
 
 #[test]
 fn the_lora_setting_runs_the_model_with_its_lora() {
+    support::install();
     use burn::module::Module;
     use l2d_models::decoder::Projection;
     use l2d_models::lora::{DecoderLora, LoraConfig};
