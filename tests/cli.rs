@@ -25,11 +25,8 @@ fn tiny_gguf() -> String {
         .to_string()
 }
 
-fn smollm2() -> PathBuf {
-    std::env::var_os("L2D_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-}
+mod support;
+use support::smollm2::smollm2_gguf as smollm2;
 
 /// A temporary folder removed on drop.
 struct Temp(PathBuf);
@@ -500,11 +497,6 @@ fn eval_sweeps_base_and_diffusion_settings_through_the_binary() {
 #[test]
 fn chat_replies_line_by_line_with_smollm2() {
     let gguf = smollm2();
-    assert!(
-        gguf.exists(),
-        "SmolLM2 GGUF not found at {}: run scripts/fetch-smollm2.sh (or set L2D_SMOLLM2_GGUF)",
-        gguf.display()
-    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_l2d"))
         .args([
             "chat",

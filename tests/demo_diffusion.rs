@@ -3,8 +3,8 @@
 //! reproduces the base model exactly for a fresh (gated-off) path.
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use l2d::demo::ToyDiffusionPath;
 use l2d::demo::diffusion::{diffusion_answers, diffusion_exact_match};
-use l2d::demo::lora::ToyDiffusionPath;
 use l2d::demo::{
     DiffusionTrainConfig, DigitTask, PretrainConfig, TinyLlama, greedy_answers, pretrain,
     train_diffusion,
@@ -153,9 +153,16 @@ fn a_few_diffusion_steps_reduce_the_loss_deterministically() {
     let mean = |s: &[f32]| s.iter().sum::<f32>() / s.len() as f32;
     assert!(mean(&run.losses[120..]) < mean(&run.losses[..30]));
     // The trained path comes back on the plain device.
-    let params = l2d::demo::lora::parameters(&run.path);
-    assert!(!params.is_empty());
-    assert!(params.iter().all(|(_, t, _)| !t.device().is_autodiff()));
+    struct Devices(Vec<bool>);
+    impl burn::module::ModuleVisitor for Devices {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.push(param.val().device().is_autodiff());
+        }
+    }
+    let mut autodiff = Devices(Vec::new());
+    burn::module::Module::visit(&run.path, &mut autodiff);
+    assert!(!autodiff.0.is_empty());
+    assert!(autodiff.0.iter().all(|&a| !a));
 
     let again = train_diffusion(&base, &task, &config, &device, |_, _| {}).unwrap();
     assert_eq!(run.losses, again.losses);

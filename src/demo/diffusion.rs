@@ -2,8 +2,8 @@
 //! answer digits of the frozen base, and greedy exact-match evaluation through the diffusion
 //! [`Generator`] (the same path `l2d generate` takes).
 //!
-//! Training is `l2d train`'s step on the task's problems (`collate`, `sample_noise`,
-//! `forward_backward`, `AdamW::update` of `l2d-train`): the reference's loss (cross-entropy of
+//! Training is `l2d train`'s step on the task's problems (`l2d-train`'s `Stepper`: its
+//! `sample_noise`, `forward_backward` and `AdamW::update`): the reference's loss (cross-entropy of
 //! the diffusion path's logits on the next token, each position with its own `t ~ U[0, 1]` and
 //! flow state `x_t = (1-t)·σ·ε + t·V_y`), scored on the answer digits only. That step replays
 //! the authors' training step for step (`crates/l2d-train/tests/reference_training.rs`).
@@ -13,24 +13,97 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use l2d_core::HostRng;
+use l2d_models::config::ModelConfig;
 use l2d_models::decoder::CausalLm;
-use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath};
+use l2d_models::diffusion::{AdapterLoadOptions, DiffusionPath, ParamCount, diffusion_param_count};
 use l2d_models::generation::{
     DiffusionMode, DiffusionOptions, DiffusionStats, Flow, GenerationConfig, Generator,
 };
 use l2d_models::l2d_config::L2dConfig;
-use l2d_train::data::{TokenizedExample, collate};
-use l2d_train::optim::GradientBuffer;
-use l2d_train::step::{forward_backward, loss_inputs, sample_noise};
+use l2d_train::stepper::Stepper;
 use serde::{Deserialize, Serialize};
 
 use super::DemoError;
 use super::evaluate::EvalResult;
-use super::lora::{ToyDiffusionPath, finetune_data_rng};
-use super::task::{DigitTask, Problem};
+use super::task::{DigitTask, Problem, finetune_data_rng};
 
 /// Stream of the training timesteps and noise, apart from the path's initial weights.
 const NOISE_STREAM: u64 = 0x666c_6f77;
+
+/// The diffusion path's sizes at toy scale, in the authors' configuration vocabulary. The
+/// default is the toy reference's: mapping dim 32, flow-to-LM encoder depth 2 of width
+/// `hidden`, DiT modulation hidden `hidden` with a 64-frequency timestep embedding, LoRA rank 8
+/// on q/o/gate/up/down; the training noise of the paper (`t ~ U[0, 1]`, σ = 64).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ToyDiffusionPath {
+    /// Width of the flow (mapping) space.
+    pub mapping_dim: usize,
+    /// Width of the flow-to-LM encoder (`None`: the model's hidden size).
+    pub flow_width: Option<usize>,
+    /// Depth of the flow-to-LM encoder (linear layers).
+    pub flow_depth: usize,
+    /// Hidden width of the DiT modulation (`None`: the model's hidden size).
+    pub modulation_hidden: Option<usize>,
+    /// Sinusoidal frequency-embedding width of the timestep.
+    pub frequency_dim: usize,
+    /// LoRA rank of the diffusion path's projections.
+    pub lora_rank: usize,
+    /// How training timesteps are drawn: `u ~ U[0, 1]` through this schedule (`identity`,
+    /// `cosmap`, `shifted_<s>`; the reference's `noise_schedule`).
+    #[serde(default = "default_noise_schedule")]
+    pub noise_schedule: l2d_core::NoiseSchedule,
+    /// The noise's standard deviation σ (the reference's `noise_rescaling`, 64).
+    #[serde(default = "default_noise_scale")]
+    pub noise_scale: f64,
+    /// Training timesteps are drawn in `[0, 1 - minimum_training_noise]` (the reference's
+    /// `minimum_training_noise`, 0).
+    #[serde(default)]
+    pub minimum_training_noise: f64,
+}
+
+fn default_noise_schedule() -> l2d_core::NoiseSchedule {
+    l2d_core::NoiseSchedule::Identity
+}
+
+fn default_noise_scale() -> f64 {
+    64.0
+}
+
+impl Default for ToyDiffusionPath {
+    fn default() -> Self {
+        Self {
+            mapping_dim: 32,
+            flow_width: None,
+            flow_depth: 2,
+            modulation_hidden: None,
+            frequency_dim: 64,
+            lora_rank: 8,
+            noise_schedule: l2d_core::NoiseSchedule::Identity,
+            noise_scale: default_noise_scale(),
+            minimum_training_noise: 0.0,
+        }
+    }
+}
+
+impl ToyDiffusionPath {
+    /// The diffusion path's trainable parameters on a base of `config`, by part: the count of
+    /// [`l2d_models::diffusion::diffusion_param_count`] for [`ToyDiffusionPath::l2d_config`].
+    ///
+    /// ```
+    /// use l2d::demo::{ToyDiffusionPath, TinyLlama};
+    ///
+    /// let config = TinyLlama::default().model_config()?;
+    /// // The toy reference's 6-digit row.
+    /// assert_eq!(ToyDiffusionPath::default().param_count(&config)?.total(), 58_592);
+    /// # Ok::<(), l2d::demo::DemoError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`DemoError::Diffusion`] for sizes the path cannot have on this base.
+    pub fn param_count(&self, config: &ModelConfig) -> Result<ParamCount, DemoError> {
+        Ok(diffusion_param_count(&self.l2d_config(), config)?)
+    }
+}
 
 impl ToyDiffusionPath {
     /// The configuration in the reference's vocabulary: a `mapping` flow space of
@@ -41,7 +114,7 @@ impl ToyDiffusionPath {
     /// inference defaults: x1 `sample` at temperature 0 (the argmax embedding).
     ///
     /// ```
-    /// use l2d::demo::{lora::ToyDiffusionPath, TinyLlama};
+    /// use l2d::demo::{ToyDiffusionPath, TinyLlama};
     /// use l2d_models::diffusion::diffusion_param_count;
     ///
     /// let base = TinyLlama::default().model_config()?;
@@ -211,39 +284,29 @@ pub fn train_diffusion(
     let start = Instant::now();
     let path = initial_path(base, config)?;
     let trainable_params = path.num_params();
-    let mut path = l2d_train::step::trainable(path, device);
-    let mut adam = super::adamw(config.beta_1, config.beta_2, config.weight_decay);
-    let mut grads = GradientBuffer::new();
+    let adam = super::adamw(config.beta_1, config.beta_2, config.weight_decay);
+    let mut stepper = Stepper::new(path, adam, device);
     let mut data = finetune_data_rng(config.data_seed);
     let mut rng = HostRng::new(config.seed).derive(NOISE_STREAM);
     let mut losses = Vec::with_capacity(config.steps);
     let plain = device.clone().without_autodiff();
     for step in 0..config.steps {
-        // One step of `l2d train` (the same functions in the same order) on a batch of the
-        // task's problems.
-        let problems: Vec<Problem> = (0..config.batch_size)
-            .map(|_| task.sample_train(&mut data))
-            .collect();
-        let examples = task.examples(&problems);
-        let refs: Vec<&TokenizedExample> = examples.iter().collect();
-        let batch = collate(&refs, 0, &plain);
-        let noise = sample_noise(&path, &batch, &mut rng, &plain);
-        let outcome = forward_backward(&path, base, loss_inputs(&batch, noise), 1.0)?;
-        let value = outcome.loss as f32;
-        let Some(step_grads) = outcome.grads.filter(|_| value.is_finite()) else {
-            return Err(DemoError::NonFiniteLoss {
-                phase: "diffusion",
-                step,
-                loss: value,
-            });
-        };
-        grads.accumulate(&path, &step_grads, 1.0);
-        path = adam.update(path, config.lr, &mut grads).module;
+        // One step of `l2d train` (its `Stepper`) on a batch of the task's problems.
+        let batch = task.finetune_batch(config.batch_size, &mut data, &plain);
+        let value = super::finetune_step(
+            "diffusion",
+            step,
+            &mut stepper,
+            base,
+            &batch,
+            &mut rng,
+            config.lr,
+        )?;
         losses.push(value);
         on_step(step, value);
     }
     Ok(TrainedDiffusion {
-        path: path.valid(),
+        path: stepper.into_adapter().valid(),
         trainable_params,
         losses,
         seconds: start.elapsed().as_secs_f64(),

@@ -12,7 +12,7 @@
 //!   the tokenizer, the held-out split and batches.
 //! - [`pretrain`](mod@pretrain): full-parameter training of the base model.
 //! - [`evaluate`]: greedy decoding of the answers and exact match.
-//! - [`lora`]: the plain-LoRA baseline and the parameter-count formulas.
+//! - [`lora`]: the plain-LoRA baseline (`l2d train --method lora`'s adapter).
 //! - [`analysis`]: diagnostics of a trained diffusion path.
 //! - [`diffusion`]: the L2D diffusion path's configuration, training and evaluation.
 //! - [`pipeline`]: the whole demo (base, LoRA, L2D at several step counts, an adaptive
@@ -31,7 +31,9 @@ pub mod task;
 use l2d_models::config::{ConfigError, ModelConfig};
 use serde::{Deserialize, Serialize};
 
-pub use diffusion::{DiffusionEval, DiffusionTrainConfig, TrainedDiffusion, train_diffusion};
+pub use diffusion::{
+    DiffusionEval, DiffusionTrainConfig, ToyDiffusionPath, TrainedDiffusion, train_diffusion,
+};
 pub use evaluate::{EvalResult, greedy_answers, greedy_exact_match};
 pub use lora::{LoraBaseline, LoraConfig, train_lora};
 pub use pretrain::{PretrainConfig, Pretrained, pretrain};
@@ -211,4 +213,28 @@ fn descend<M: burn::module::Module>(
     let mut grads = l2d_train::optim::GradientBuffer::new();
     grads.accumulate(&module, &loss.backward(), 1.0);
     Ok((optim.update(module, lr, &mut grads).module, value))
+}
+
+/// One step of a finetuning loop (the diffusion path's, the LoRA baseline's): `batch` through
+/// `stepper` (its random inputs drawn from `rng`), a non-finite loss refused naming `phase`
+/// and `step`, then the update at `lr`. Returns the loss.
+///
+/// # Errors
+/// The objective's errors; [`DemoError::NonFiniteLoss`].
+fn finetune_step<O: l2d_train::objective::Objective>(
+    phase: &'static str,
+    step: usize,
+    stepper: &mut l2d_train::stepper::Stepper<O>,
+    base: &l2d_models::decoder::CausalLm,
+    batch: &l2d_train::data::Batch,
+    rng: &mut l2d_core::HostRng,
+    lr: f64,
+) -> Result<f32, DemoError> {
+    let micro = stepper.micro_step(base, batch, rng, 1.0)?;
+    let loss = micro.loss as f32;
+    if !micro.accumulated {
+        return Err(DemoError::NonFiniteLoss { phase, step, loss });
+    }
+    stepper.update(lr);
+    Ok(loss)
 }

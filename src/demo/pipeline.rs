@@ -33,11 +33,12 @@ use super::diffusion::{
     train_diffusion,
 };
 use super::evaluate::{EvalResult, greedy_answers};
-use super::lora::{LoraConfig, LoraInit, lora_param_count, train_lora};
+use super::lora::{LoraConfig, init_label, train_lora};
 use super::pretrain::{PretrainConfig, load_base, pretrain, save_base};
 use super::task::{DigitTask, Problem, TaskKind};
 use super::{DemoError, TinyLlama};
 use crate::plot::{LinePlot, Series};
+use l2d_models::lora::LoraInit;
 
 /// Offset of the held-out set's seed from the run's seed.
 const TEST_STREAM: u64 = 7;
@@ -163,7 +164,7 @@ impl Default for QuickstartConfig {
             base: PretrainConfig::default(),
             lora: LoraConfig::default(),
             extra_lora: vec![LoraConfig {
-                init: LoraInit::Peft,
+                init: LoraInit::KaimingUniform,
                 ..LoraConfig::default()
             }],
             lora_baselines: true,
@@ -514,15 +515,15 @@ pub fn run_quickstart(
         .take_while(|_| config.lora_baselines)
         .enumerate()
     {
-        let rank = lora_config.resolved_rank(&model_config)?;
-        let alpha = lora_config.alpha.unwrap_or(rank as f64);
-        let init = lora_config.init.label();
+        let adapter = lora_config.adapter_config(&model_config)?;
+        let (rank, alpha) = (adapter.rank, adapter.alpha);
+        let init = init_label(adapter.init);
         tracing::info!(
             "[2/4] plain-LoRA baseline {}: rank {rank}, alpha {alpha} on q/o/gate/up/down ({} \
              parameters; the diffusion path has {diffusion_size}), {init} init; {} steps of \
              AdamW lr {} β ({}, {}) batch {}",
             i + 1,
-            lora_param_count(&model_config, rank),
+            adapter.num_params(&model_config),
             lora_config.steps,
             lora_config.lr,
             lora_config.beta_1,
@@ -535,7 +536,7 @@ pub fn run_quickstart(
                 tracing::info!("  step {:>5}  loss {loss:.4}", step + 1);
             }
         })?;
-        let name = format!("LoRA r{rank} ({} init)", lora_config.init.label());
+        let name = format!("LoRA r{rank} ({init} init)");
         training.push(TrainingSummary::new(
             name.clone(),
             lora.trainable_params,

@@ -18,6 +18,16 @@ use serde::{Deserialize, Serialize};
 
 use super::DemoError;
 
+/// Stream of the finetuning runs' data generator.
+const FINETUNE_DATA_STREAM: u64 = 0x6c6f_7261;
+
+/// The generator of the finetuning problems for `seed`: the LoRA baseline and the diffusion
+/// path given the same seed see the same problems in the same order.
+pub fn finetune_data_rng(seed: u64) -> ChaCha8Rng {
+    use rand::SeedableRng;
+    ChaCha8Rng::seed_from_u64(seed ^ FINETUNE_DATA_STREAM)
+}
+
 /// Number of tokens of the addition task (and of the one-token tasks): the ten digits, `+`,
 /// `=` and BOS. Multiplication adds `*` ([`TaskKind::vocab_size`]).
 pub const VOCAB_SIZE: usize = 13;
@@ -538,6 +548,21 @@ impl DigitTask {
     pub fn train_batch(&self, size: usize, rng: &mut ChaCha8Rng, device: &Device) -> Batch {
         let problems: Vec<Problem> = (0..size).map(|_| self.sample_train(rng)).collect();
         self.batch(&problems, device)
+    }
+
+    /// A finetuning batch of `size` training problems drawn from `rng`, as `l2d train`'s
+    /// collated [`l2d_train::data::Batch`] of [`DigitTask::examples`] (padding never occurs:
+    /// every sequence has the task's length).
+    pub fn finetune_batch(
+        &self,
+        size: usize,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> l2d_train::data::Batch {
+        let problems: Vec<Problem> = (0..size).map(|_| self.sample_train(rng)).collect();
+        let examples = self.examples(&problems);
+        let refs: Vec<&l2d_train::data::TokenizedExample> = examples.iter().collect();
+        l2d_train::data::collate(&refs, 0, device)
     }
 
     /// `problems` as `l2d train`'s examples: the whole sequence but its last token as input,

@@ -1,4 +1,5 @@
-//! What the integration tests share: the `tracing` lines one test's thread emits.
+//! What the integration tests share: the real model ([`smollm2`]) and the `tracing` lines one
+//! test's thread emits.
 //!
 //! `tracing` caches, per event call site, whether any subscriber wants it. A subscriber set for
 //! one thread (`tracing::subscriber::with_default`) races with tests on other threads that reach
@@ -6,6 +7,10 @@
 //! capturing test then misses the event. So a test binary that reads lines installs one global
 //! subscriber before any event is emitted ([`install`] at the start of each of its tests), and
 //! that subscriber writes into the emitting thread's own buffer.
+
+#![allow(dead_code)]
+
+pub mod smollm2;
 
 use std::cell::RefCell;
 use std::sync::Once;

@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | `format` | `l2d-lora` |
 //! | `format_version` | `1` |
-//! | `lora_config` | PEFT's `adapter_config.json` fields: `r`, `lora_alpha`, `target_modules` |
+//! | `lora_config` | PEFT's `adapter_config.json` fields: `r`, `lora_alpha`, `target_modules`, `init_lora_weights` |
 //! | `architecture` | the base `model_type` |
 //! | `base_fingerprint` | [`base_fingerprint`] of the base weights it was trained on |
 //! | `num_parameters` | the adapter's parameter count |
@@ -151,7 +151,92 @@ pub enum LoraError {
     },
 }
 
-/// Rank, scaling and target projections of a LoRA adapter.
+/// How a fresh adapter draws its `A` factors (`B` starts at zero either way, so the adapted
+/// model starts as the base). The names are PEFT's `init_lora_weights` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoraInit {
+    /// PEFT's default (`init_lora_weights = true`): uniform in `±1/√d_in`, its
+    /// `kaiming_uniform_(a = √5)`.
+    #[default]
+    KaimingUniform,
+    /// PEFT's `"gaussian"`: normal with standard deviation `1/rank`. The authors' `LoRA`
+    /// module draws the diffusion path's factors this way.
+    Gaussian,
+}
+
+impl LoraInit {
+    /// PEFT's `init_lora_weights` value: `true` or `"gaussian"`.
+    pub fn to_json(self) -> Value {
+        match self {
+            LoraInit::KaimingUniform => Value::Bool(true),
+            LoraInit::Gaussian => Value::String("gaussian".into()),
+        }
+    }
+
+    /// Reads PEFT's `init_lora_weights` (`true`, `"gaussian"`); other values (`false`,
+    /// `"pissa"`, ...) are refused.
+    ///
+    /// # Errors
+    /// [`LoraError::Config`] naming `init_lora_weights`.
+    pub fn from_json(value: &Value) -> Result<Self, LoraError> {
+        match value {
+            Value::Bool(true) => Ok(LoraInit::KaimingUniform),
+            Value::String(s) if s == "gaussian" => Ok(LoraInit::Gaussian),
+            other => Err(LoraError::Config {
+                field: "init_lora_weights",
+                reason: format!("{other} is not one of true, \"gaussian\""),
+            }),
+        }
+    }
+
+    /// Draws an `A` factor of `n = d_in × rank` values from `rng`.
+    fn draw(self, rng: &mut HostRng, d_in: usize, rank: usize) -> Vec<f32> {
+        let n = d_in * rank;
+        match self {
+            LoraInit::KaimingUniform => {
+                let bound = 1.0 / (d_in as f64).sqrt();
+                rng.uniform_vec(n)
+                    .into_iter()
+                    .map(|u| ((2.0 * u - 1.0) * bound) as f32)
+                    .collect()
+            }
+            LoraInit::Gaussian => {
+                let std = 1.0 / rank as f64;
+                rng.normal_vec(n)
+                    .into_iter()
+                    .map(|z| (z * std) as f32)
+                    .collect()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LoraInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LoraInit::KaimingUniform => "kaiming-uniform",
+            LoraInit::Gaussian => "gaussian",
+        })
+    }
+}
+
+impl std::str::FromStr for LoraInit {
+    type Err = LoraError;
+
+    fn from_str(s: &str) -> Result<Self, LoraError> {
+        match s {
+            "kaiming-uniform" => Ok(LoraInit::KaimingUniform),
+            "gaussian" => Ok(LoraInit::Gaussian),
+            other => Err(LoraError::Config {
+                field: "init",
+                reason: format!("{other:?} is not one of kaiming-uniform, gaussian"),
+            }),
+        }
+    }
+}
+
+/// Rank, scaling, target projections and initialisation of a LoRA adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {
     /// The rank `r` of every update.
@@ -160,16 +245,25 @@ pub struct LoraConfig {
     pub alpha: f64,
     /// The projections of each layer that get an update.
     pub targets: Vec<Projection>,
+    /// How [`DecoderLora::init`] draws the `A` factors.
+    pub init: LoraInit,
 }
 
 impl LoraConfig {
-    /// A configuration (see [`LoraConfig::validate`]).
+    /// A configuration with PEFT's default initialisation (see [`LoraConfig::validate`]).
     pub fn new(rank: usize, alpha: f64, targets: Vec<Projection>) -> Self {
         Self {
             rank,
             alpha,
             targets,
+            init: LoraInit::default(),
         }
+    }
+
+    /// The same configuration with `A` drawn by `init`.
+    pub fn with_init(mut self, init: LoraInit) -> Self {
+        self.init = init;
+        self
     }
 
     /// `alpha / rank`.
@@ -239,10 +333,12 @@ impl LoraConfig {
             "target_modules": self.targets.iter().map(|p| p.name()).collect::<Vec<_>>(),
             "bias": "none",
             "lora_dropout": 0.0,
+            "init_lora_weights": self.init.to_json(),
         })
     }
 
-    /// Reads `r`, `lora_alpha` and `target_modules` (a list of names) from PEFT's fields.
+    /// Reads `r`, `lora_alpha`, `target_modules` (a list of names) and `init_lora_weights`
+    /// (PEFT's default `true` when absent) from PEFT's fields.
     ///
     /// # Errors
     /// [`LoraError::Config`] naming the field.
@@ -268,7 +364,10 @@ impl LoraConfig {
                     .map_err(|e| bad("target_modules", e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let config = LoraConfig::new(rank as usize, alpha, targets);
+        let init = value
+            .get("init_lora_weights")
+            .map_or(Ok(LoraInit::default()), LoraInit::from_json)?;
+        let config = LoraConfig::new(rank as usize, alpha, targets).with_init(init);
         config.validate()?;
         Ok(config)
     }
@@ -372,9 +471,9 @@ impl DecoderDelta for DecoderLora {
 }
 
 impl DecoderLora {
-    /// A fresh adapter for `base` (f32, on its device), as PEFT initialises one: `A` uniform
-    /// in `±1/√d_in` (its Kaiming-uniform with `a = √5`), `B` zero, so the adapted model starts
-    /// as the base. Draws are keyed by `(seed, layer, projection)`.
+    /// A fresh adapter for `base` (f32, on its device), as PEFT initialises one: `A` drawn by
+    /// the configuration's [`LoraInit`], `B` zero, so the adapted model starts as the base.
+    /// Draws are keyed by `(seed, layer, projection)`.
     ///
     /// # Errors
     /// [`LoraError::Config`] for an invalid configuration or a rank above the widest target
@@ -412,13 +511,8 @@ impl DecoderLora {
                 for &p in &config.targets {
                     let linear = layer.projection(p);
                     let (d_in, d_out) = (linear.d_in(), linear.d_out());
-                    let bound = 1.0 / (d_in as f64).sqrt();
                     let mut r = rng.derive(i as u64).derive(p as u64);
-                    let a: Vec<f32> = r
-                        .uniform_vec(d_in * config.rank)
-                        .into_iter()
-                        .map(|u| ((2.0 * u - 1.0) * bound) as f32)
-                        .collect();
+                    let a = config.init.draw(&mut r, d_in, config.rank);
                     let a = Tensor::<2>::from_data(
                         TensorData::new(a, [d_in, config.rank]),
                         (&device, DType::F32),

@@ -123,6 +123,84 @@ fn a_fresh_adapter_is_the_base_model() {
 }
 
 #[test]
+fn a_gaussian_adapter_draws_a_with_std_one_over_rank_and_keeps_its_init_in_the_file() {
+    use l2d_models::lora::LoraInit;
+    let device = Device::flex();
+    let model = base(&device);
+    let rank = 4;
+    let config = LoraConfig::new(rank, 4.0, Projection::ALL.to_vec()).with_init(LoraInit::Gaussian);
+    let lora = DecoderLora::init(&config, &model, 9).unwrap();
+    let ids = Tensor::<2, burn::tensor::Int>::from_data([[3, 9, 27, 81, 50]], &device);
+    let options = ForwardOptions::default();
+    let (plain, _) = model.forward_hidden_adapted(ids.clone(), None, &options, None);
+    let (adapted, _) = model.forward_hidden_adapted(ids, None, &options, Some(&lora));
+    assert_eq!(
+        to_vec(plain),
+        to_vec(adapted),
+        "B = 0: the adapted model is the base"
+    );
+    // N(0, 1) / rank (the authors' LoRA module; PEFT's "gaussian"): mean and std over every A.
+    let a: Vec<f64> = lora
+        .deltas()
+        .flat_map(|(_, _, d)| to_vec(d.a.val()))
+        .map(f64::from)
+        .collect();
+    let n = a.len() as f64;
+    let mean = a.iter().sum::<f64>() / n;
+    let std = (a.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let target = 1.0 / rank as f64;
+    // n is in the thousands: the sample std is within a few percent of its target.
+    assert!(n > 2000.0, "{n}");
+    assert!(mean.abs() < 0.1 * target, "mean {mean}");
+    assert!((std / target - 1.0).abs() < 0.05, "std {std} vs {target}");
+    // The file keeps the initialisation (PEFT's `init_lora_weights`).
+    let dir = TempDir::new();
+    let file = dir.path().join("lora.safetensors");
+    lora.save(&file, &model).unwrap();
+    assert_eq!(
+        DecoderLora::load(&file, &model, false)
+            .unwrap()
+            .config()
+            .init,
+        LoraInit::Gaussian
+    );
+    assert_eq!(config.to_json()["init_lora_weights"], "gaussian");
+    // PEFT's values: `true` is the default, absent means it, others are refused by name.
+    let mut json = config.to_json();
+    json["init_lora_weights"] = serde_json::Value::Bool(true);
+    assert_eq!(
+        LoraConfig::from_json(&json).unwrap().init,
+        LoraInit::KaimingUniform
+    );
+    json.as_object_mut().unwrap().remove("init_lora_weights");
+    assert_eq!(
+        LoraConfig::from_json(&json).unwrap().init,
+        LoraInit::KaimingUniform
+    );
+    json["init_lora_weights"] = "pissa".into();
+    let err = LoraConfig::from_json(&json).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoraError::Config {
+                field: "init_lora_weights",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!("gaussian".parse::<LoraInit>().unwrap(), LoraInit::Gaussian);
+    assert_eq!(
+        LoraInit::KaimingUniform
+            .to_string()
+            .parse::<LoraInit>()
+            .unwrap(),
+        LoraInit::KaimingUniform
+    );
+    assert!("peft".parse::<LoraInit>().is_err());
+}
+
+#[test]
 fn own_files_round_trip_with_peft_names() {
     let device = Device::flex();
     let model = base(&device);

@@ -4,25 +4,15 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::*;
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::{CausalLm, KvCache};
 use l2d_models::gguf::GgufWeights;
 
-fn gguf_path() -> PathBuf {
-    let path = std::env::var_os("L2D_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(
-        path.exists(),
-        "SmolLM2 GGUF not found at {}: run scripts/fetch-smollm2.sh (or set L2D_SMOLLM2_GGUF)",
-        path.display()
-    );
-    path
-}
+#[path = "../../../tests/support/smollm2.rs"]
+mod smollm2;
+use smollm2::smollm2_gguf as gguf_path;
 
 #[test]
 fn smollm2_gguf_logits_match_transformers() {

@@ -25,6 +25,7 @@
 //! rank = "match-l2d"               # or a number; "match-l2d": the parameters of `[l2d]`
 //! targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 //! # alpha = 123.0                  # default: the rank (updates scaled by 1)
+//! init = "kaiming-uniform"         # PEFT's default; or "gaussian" (N(0, 1/rank²), the authors')
 //!
 //! [optim]
 //! peak_lr = 1e-4
@@ -64,7 +65,7 @@ use l2d_models::config::ModelConfig;
 use l2d_models::decoder::Projection;
 use l2d_models::diffusion::diffusion_param_count;
 use l2d_models::l2d_config::L2dConfig;
-use l2d_models::lora::LoraConfig;
+use l2d_models::lora::{LoraConfig, LoraInit};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Layout;
@@ -133,6 +134,8 @@ pub struct LoraSection {
     pub alpha: Option<f64>,
     /// Projections of each layer that get an update (`q_proj`, ..., `down_proj`).
     pub targets: Vec<String>,
+    /// How the `A` factors are drawn: `"kaiming-uniform"` (PEFT's default) or `"gaussian"`.
+    pub init: LoraInit,
 }
 
 /// [`LoraSection::rank`].
@@ -162,6 +165,7 @@ impl Default for LoraSection {
                 .iter()
                 .map(|p| p.name().to_string())
                 .collect(),
+            init: LoraInit::default(),
         }
     }
 }
@@ -421,7 +425,8 @@ impl TrainConfig {
                 LoraConfig::rank_for_params(base, &targets, params)
             }
         };
-        let config = LoraConfig::new(rank, self.lora.alpha.unwrap_or(rank as f64), targets);
+        let config = LoraConfig::new(rank, self.lora.alpha.unwrap_or(rank as f64), targets)
+            .with_init(self.lora.init);
         config.validate().map_err(|e| match e {
             l2d_models::lora::LoraError::Config { field, reason } => {
                 TrainError::config(format!("lora.{field}"), reason)

@@ -10,6 +10,7 @@
 //! | [`data`] | chat files (JSONL, Parquet), template rendering with assistant-only loss masks, batching, the validation split, `data inspect` |
 //! | [`step`] | one micro-batch: timesteps, noise, class dropout, loss and backward on the diffusion path only |
 //! | [`objective`] | what a run trains: the diffusion path, or the LoRA baseline (`method = "lora"`), behind one trait |
+//! | [`stepper`] | one optimizer step of any objective: micro-batches summed, then AdamW |
 //! | [`optim`] | AdamW by parameter name, gradient accumulation, global-norm clipping |
 //! | [`schedule`] | warmup then linear / cosine decay of the learning rate |
 //! | [`validation`] | held-out loss (also per `t` bin) and n-step accuracy |
@@ -38,6 +39,7 @@ pub mod objective;
 pub mod optim;
 pub mod schedule;
 pub mod step;
+pub mod stepper;
 pub mod trainer;
 pub mod validation;
 

@@ -37,8 +37,8 @@ use crate::data::{
 use crate::error::{Result, TrainError};
 use crate::memory::{MemoryBreakdown, peak_rss};
 use crate::objective::Objective;
-use crate::optim::{AdamW, GradientBuffer};
-use crate::step::trainable;
+use crate::optim::AdamW;
+use crate::stepper::Stepper;
 use crate::validation::{ValidationMetrics, ValidationOptions};
 
 /// Stream id of the training draws.
@@ -455,10 +455,8 @@ pub struct Trainer<'a, O: Objective> {
     base: &'a CausalLm,
     data: &'a PreparedData,
     device: &'a Device,
-    /// The adapter; taken out only while AdamW maps it to its updated values.
-    adapter: Option<O>,
-    adam: AdamW,
-    buffer: GradientBuffer,
+    /// The adapter, its optimizer and the gradients of the step in progress.
+    stepper: Stepper<O>,
     order: EpochOrder,
     metrics: Metrics,
     /// Optimizer steps done.
@@ -522,7 +520,8 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 0,
             ),
         };
-        let adapter = trainable(adapter, device);
+        let stepper = Stepper::new(adapter, adam, device);
+        let adapter = stepper.adapter();
         let t = &config.train;
         let trainable_params = adapter.num_params();
         let longest = data
@@ -570,9 +569,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
             base,
             data,
             device,
-            adapter: Some(adapter),
-            adam,
-            buffer: GradientBuffer::new(),
+            stepper,
             order: EpochOrder::new(data.train.len(), config.seed, config.data.shuffle),
             metrics,
             step,
@@ -607,9 +604,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
 
     /// The adapter being trained.
     pub fn adapter(&self) -> &O {
-        self.adapter
-            .as_ref()
-            .expect("the adapter is only taken inside `step`")
+        self.stepper.adapter()
     }
 
     /// Counts a skipped micro-batch or update; past `train.max_nonfinite`, the run stops.
@@ -646,43 +641,31 @@ impl<'a, O: Objective> Trainer<'a, O> {
             let mut rng = HostRng::new(self.config.seed)
                 .derive(TRAIN_STREAM)
                 .derive((self.step * accum + micro) as u64);
-            let outcome =
-                self.adapter()
+            let micro_result =
+                self.stepper
                     .micro_step(self.base, &batch, &mut rng, 1.0 / accum as f64)?;
-            match outcome.grads {
-                Some(grads) => {
-                    let adapter = self
-                        .adapter
-                        .as_ref()
-                        .expect("the adapter is only taken inside `step`");
-                    self.buffer.accumulate(adapter, &grads, 1.0);
-                    self.window.loss += outcome.loss;
-                    self.window.micro_batches += 1;
-                    self.window.tokens += outcome.scored;
-                }
-                None if outcome.scored == 0 => {}
-                None => self.skip(format!(
+            if micro_result.accumulated {
+                self.window.loss += micro_result.loss;
+                self.window.micro_batches += 1;
+                self.window.tokens += micro_result.scored;
+            } else if micro_result.scored > 0 {
+                self.skip(format!(
                     "step {}: micro-batch {micro} has a non-finite loss ({}); skipped",
                     self.step + 1,
-                    outcome.loss
-                ))?,
+                    micro_result.loss
+                ))?;
             }
         }
         let mut grad_norm = f64::NAN;
-        if !self.buffer.is_empty()
-            && let Some(adapter) = self.adapter.take()
-        {
-            let outcome = self.adam.update(adapter, lr, &mut self.buffer);
-            self.adapter = Some(outcome.module);
-            grad_norm = outcome.grad_norm;
-            if !outcome.applied {
+        if let Some(update) = self.stepper.update(lr) {
+            grad_norm = update.grad_norm;
+            if !update.applied {
                 self.skip(format!(
                     "step {}: non-finite gradient norm; update skipped",
                     self.step + 1
                 ))?;
             }
         }
-        self.buffer.clear();
         self.step += 1;
         self.window.steps += 1;
         Ok((lr, grad_norm))
@@ -785,9 +768,9 @@ impl<'a, O: Objective> Trainer<'a, O> {
         };
         let dir = save_checkpoint(
             &self.config.output.dir,
-            self.adapter(),
+            self.stepper.adapter(),
             self.base,
-            &self.adam,
+            self.stepper.adam(),
             &state,
             self.config.output.keep_last,
         )?;

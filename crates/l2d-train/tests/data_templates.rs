@@ -27,17 +27,9 @@ fn reference() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn smollm2_gguf() -> PathBuf {
-    let path = std::env::var_os("L2D_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    assert!(
-        path.exists(),
-        "SmolLM2 GGUF not found at {}: run scripts/fetch-smollm2.sh (or set L2D_SMOLLM2_GGUF)",
-        path.display()
-    );
-    path
-}
+#[path = "../../../tests/support/smollm2.rs"]
+mod smollm2;
+use smollm2::smollm2_gguf;
 
 fn pinned() -> TemplateDate {
     TemplateDate::fixed(2024, 7, 26).unwrap()

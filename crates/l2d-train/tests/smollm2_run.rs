@@ -10,9 +10,12 @@
 //! `fixtures/train/arithmetic.jsonl` and checks that the validation loss falls below the base
 //! model's and that n-step accuracy does not fall below the base model's greedy accuracy.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use l2d_train::{RunOptions, TrainConfig, train};
+
+#[path = "../../../tests/support/smollm2.rs"]
+mod smollm2;
 
 #[test]
 #[ignore = "about 10 minutes on 2 CPU cores; run with --ignored"]
@@ -20,9 +23,7 @@ fn smollm2_validation_loss_falls() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::env::set_current_dir(&root).unwrap();
     let mut config = TrainConfig::from_file("fixtures/train/smollm2-arithmetic.toml").unwrap();
-    if let Some(gguf) = std::env::var_os("L2D_SMOLLM2_GGUF") {
-        config.model.path = PathBuf::from(gguf).display().to_string();
-    }
+    config.model.path = smollm2::smollm2_gguf().display().to_string();
     config.output.dir = std::env::temp_dir().join(format!("l2d-smollm2-{}", std::process::id()));
     let summary = train(&config, &RunOptions::default()).unwrap();
     let first = &summary.validations.first().unwrap().1;

@@ -23,21 +23,12 @@ pub fn read_json(path: impl AsRef<Path>) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON in {}: {e}", path.display()))
 }
 
-/// The SmolLM2 GGUF: `$L2D_SMOLLM2_GGUF` or `<repo>/.models/smollm2/...`; panics with the
-/// fetch command if absent.
+#[path = "../../../../tests/support/smollm2.rs"]
+mod smollm2;
+
+/// The SmolLM2 GGUF (fetched on first use).
 pub fn smollm2_gguf() -> PathBuf {
-    let path = std::env::var_os("L2D_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.exists(),
-        "SmolLM2 GGUF not found at {}: run scripts/fetch-smollm2.sh (or set L2D_SMOLLM2_GGUF)",
-        path.display()
-    );
-    path
+    smollm2::smollm2_gguf()
 }
 
 /// JSON array of ints → Vec<u32>.
