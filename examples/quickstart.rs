@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release --example quickstart
 //! cargo run --release --example quickstart -- --lora-steps 6000 --diffusion-steps 6000
-//! cargo run --release --example quickstart -- --lora-inits reference   # one LoRA baseline
+//! cargo run --release --example quickstart -- --lora-inits gaussian    # one LoRA baseline
 //! ```
 //!
 //! Prints the table and writes `quickstart.json` and `quickstart.svg` to `--out-dir`.
