@@ -20,7 +20,6 @@ use l2d_models::generation::{
     DiffusionMode, DiffusionOptions, DiffusionStats, Flow, GenerationConfig, Generator,
 };
 use l2d_models::l2d_config::L2dConfig;
-use l2d_train::stepper::Stepper;
 use serde::{Deserialize, Serialize};
 
 use super::DemoError;
@@ -278,35 +277,31 @@ pub fn train_diffusion(
     task: &DigitTask,
     config: &DiffusionTrainConfig,
     device: &Device,
-    mut on_step: impl FnMut(usize, f32),
+    on_step: impl FnMut(usize, f32),
 ) -> Result<TrainedDiffusion, DemoError> {
     config.validate()?;
     let start = Instant::now();
     let path = initial_path(base, config)?;
     let trainable_params = path.num_params();
-    let adam = super::adamw(config.beta_1, config.beta_2, config.weight_decay);
-    let mut stepper = Stepper::new(path, adam, device);
-    let mut data = finetune_data_rng(config.data_seed);
-    let mut rng = HostRng::new(config.seed).derive(NOISE_STREAM);
-    let mut losses = Vec::with_capacity(config.steps);
-    let plain = device.clone().without_autodiff();
-    for step in 0..config.steps {
-        // One step of `l2d train` (its `Stepper`) on a batch of the task's problems.
-        let batch = task.finetune_batch(config.batch_size, &mut data, &plain);
-        let value = super::finetune_step(
-            "diffusion",
-            step,
-            &mut stepper,
-            base,
-            &batch,
-            &mut rng,
-            config.lr,
-        )?;
-        losses.push(value);
-        on_step(step, value);
+    // `l2d train`'s step (its `Stepper`) on batches of the task's problems.
+    let (path, losses) = super::Finetune {
+        phase: "diffusion",
+        task,
+        steps: config.steps,
+        batch_size: config.batch_size,
+        lr: config.lr,
+        data: finetune_data_rng(config.data_seed),
+        rng: HostRng::new(config.seed).derive(NOISE_STREAM),
     }
+    .run(
+        path,
+        super::adamw(config.beta_1, config.beta_2, config.weight_decay),
+        base,
+        device,
+        on_step,
+    )?;
     Ok(TrainedDiffusion {
-        path: stepper.into_adapter().valid(),
+        path,
         trainable_params,
         losses,
         seconds: start.elapsed().as_secs_f64(),

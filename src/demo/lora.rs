@@ -4,7 +4,7 @@
 //!
 //! Unlike L2D, the adapters here change the base path itself: that is what the baseline is.
 //! The adapter is `l2d train --method lora`'s ([`DecoderLora`]), trained by the same
-//! [`Stepper`] as the diffusion path; `A` is drawn as the authors' `LoRA` module draws the
+//! `l2d-train` `Stepper` as the diffusion path; `A` is drawn as the authors' `LoRA` module draws the
 //! diffusion path's ([`LoraInit::Gaussian`], `N(0, 1)/R`), so the baseline differs from L2D
 //! only in where its adapters sit, or as PEFT draws it by default
 //! ([`LoraInit::KaimingUniform`]).
@@ -17,7 +17,6 @@ use l2d_core::HostRng;
 use l2d_models::config::ModelConfig;
 use l2d_models::decoder::{CausalLm, Projection};
 use l2d_models::lora::{DecoderLora, LoraInit};
-use l2d_train::stepper::Stepper;
 use serde::{Deserialize, Serialize};
 
 use super::DemoError;
@@ -166,7 +165,7 @@ pub struct LoraBaseline {
 
 /// Finetunes LoRA adapters of the frozen `base` on `task` (answer digits only) on `device`
 /// with autodiff: the problems the diffusion path with the same data seed sees, one
-/// [`Stepper`] step per batch. `on_step(step, loss)` is called after every step; `base` is
+/// `l2d-train` `Stepper` step per batch. `on_step(step, loss)` is called after every step; `base` is
 /// left as it is.
 ///
 /// # Errors
@@ -176,7 +175,7 @@ pub fn train_lora(
     task: &DigitTask,
     config: &LoraConfig,
     device: &Device,
-    mut on_step: impl FnMut(usize, f32),
+    on_step: impl FnMut(usize, f32),
 ) -> Result<LoraBaseline, DemoError> {
     config.validate()?;
     let adapter = config.adapter_config(base.config())?;
@@ -184,28 +183,23 @@ pub fn train_lora(
     let lora = DecoderLora::init(&adapter, base, config.seed)
         .map_err(|e| DemoError::invalid("lora", e.to_string()))?;
     let trainable_params = lora.num_params();
-    let adam = super::adamw(config.beta_1, config.beta_2, config.weight_decay);
-    let mut stepper = Stepper::new(lora, adam, device);
-    let mut data = finetune_data_rng(config.seed);
-    // LoRA's loss draws nothing; the generator is there for the objective's signature.
-    let mut rng = HostRng::new(config.seed);
-    let plain = device.clone().without_autodiff();
-    let mut losses = Vec::with_capacity(config.steps);
-    for step in 0..config.steps {
-        let batch = task.finetune_batch(config.batch_size, &mut data, &plain);
-        let value = super::finetune_step(
-            "lora",
-            step,
-            &mut stepper,
-            base,
-            &batch,
-            &mut rng,
-            config.lr,
-        )?;
-        losses.push(value);
-        on_step(step, value);
+    let (lora, losses) = super::Finetune {
+        phase: "lora",
+        task,
+        steps: config.steps,
+        batch_size: config.batch_size,
+        lr: config.lr,
+        data: finetune_data_rng(config.seed),
+        // LoRA's loss draws nothing; the generator is there for the objective's signature.
+        rng: HostRng::new(config.seed),
     }
-    let lora = stepper.into_adapter().valid();
+    .run(
+        lora,
+        super::adamw(config.beta_1, config.beta_2, config.weight_decay),
+        base,
+        device,
+        on_step,
+    )?;
     Ok(LoraBaseline {
         model: lora.merge_into(base),
         lora,

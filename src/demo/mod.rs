@@ -215,26 +215,59 @@ fn descend<M: burn::module::Module>(
     Ok((optim.update(module, lr, &mut grads).module, value))
 }
 
-/// One step of a finetuning loop (the diffusion path's, the LoRA baseline's): `batch` through
-/// `stepper` (its random inputs drawn from `rng`), a non-finite loss refused naming `phase`
-/// and `step`, then the update at `lr`. Returns the loss.
+/// A finetuning loop (the diffusion path's, the LoRA baseline's): every step draws a batch of
+/// `batch_size` training problems from `data`, runs it through `l2d-train`'s [`Stepper`]
+/// (the objective's random inputs drawn from `rng`) and updates at `lr`; a non-finite loss is
+/// refused naming `phase` and the step.
 ///
-/// # Errors
-/// The objective's errors; [`DemoError::NonFiniteLoss`].
-fn finetune_step<O: l2d_train::objective::Objective>(
+/// [`Stepper`]: l2d_train::stepper::Stepper
+struct Finetune<'a> {
+    /// `diffusion` or `lora`, for the error.
     phase: &'static str,
-    step: usize,
-    stepper: &mut l2d_train::stepper::Stepper<O>,
-    base: &l2d_models::decoder::CausalLm,
-    batch: &l2d_train::data::Batch,
-    rng: &mut l2d_core::HostRng,
+    task: &'a DigitTask,
+    steps: usize,
+    batch_size: usize,
     lr: f64,
-) -> Result<f32, DemoError> {
-    let micro = stepper.micro_step(base, batch, rng, 1.0)?;
-    let loss = micro.loss as f32;
-    if !micro.accumulated {
-        return Err(DemoError::NonFiniteLoss { phase, step, loss });
+    /// The problems' generator ([`task::finetune_data_rng`]).
+    data: rand_chacha::ChaCha8Rng,
+    rng: l2d_core::HostRng,
+}
+
+impl Finetune<'_> {
+    /// Trains `adapter` with `adam` beside the frozen `base` on `device` (autodiff);
+    /// `on_step(step, loss)` after every step. Returns the adapter on the plain device and
+    /// every step's loss.
+    ///
+    /// # Errors
+    /// The objective's errors; [`DemoError::NonFiniteLoss`].
+    fn run<O: l2d_train::objective::Objective>(
+        mut self,
+        adapter: O,
+        adam: l2d_train::optim::AdamW,
+        base: &l2d_models::decoder::CausalLm,
+        device: &burn::tensor::Device,
+        mut on_step: impl FnMut(usize, f32),
+    ) -> Result<(O, Vec<f32>), DemoError> {
+        let mut stepper = l2d_train::stepper::Stepper::new(adapter, adam, device);
+        let plain = device.clone().without_autodiff();
+        let mut losses = Vec::with_capacity(self.steps);
+        for step in 0..self.steps {
+            let batch = self
+                .task
+                .finetune_batch(self.batch_size, &mut self.data, &plain);
+            let micro = stepper.micro_step(base, &batch, &mut self.rng, 1.0)?;
+            let loss = micro.loss as f32;
+            if !micro.accumulated {
+                return Err(DemoError::NonFiniteLoss {
+                    phase: self.phase,
+                    step,
+                    loss,
+                });
+            }
+            stepper.update(self.lr);
+            losses.push(loss);
+            on_step(step, loss);
+        }
+        Ok((stepper.into_adapter().valid(), losses))
     }
-    stepper.update(lr);
-    Ok(loss)
 }

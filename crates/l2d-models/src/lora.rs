@@ -166,11 +166,22 @@ pub enum LoraInit {
 }
 
 impl LoraInit {
+    /// Every initialisation.
+    pub const ALL: [LoraInit; 2] = [LoraInit::KaimingUniform, LoraInit::Gaussian];
+
+    /// The name configurations and flags use (`kaiming-uniform`, `gaussian`; serde's too).
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraInit::KaimingUniform => "kaiming-uniform",
+            LoraInit::Gaussian => "gaussian",
+        }
+    }
+
     /// PEFT's `init_lora_weights` value: `true` or `"gaussian"`.
     pub fn to_json(self) -> Value {
         match self {
             LoraInit::KaimingUniform => Value::Bool(true),
-            LoraInit::Gaussian => Value::String("gaussian".into()),
+            LoraInit::Gaussian => Value::String(LoraInit::Gaussian.name().into()),
         }
     }
 
@@ -182,7 +193,7 @@ impl LoraInit {
     pub fn from_json(value: &Value) -> Result<Self, LoraError> {
         match value {
             Value::Bool(true) => Ok(LoraInit::KaimingUniform),
-            Value::String(s) if s == "gaussian" => Ok(LoraInit::Gaussian),
+            Value::String(s) if s == LoraInit::Gaussian.name() => Ok(LoraInit::Gaussian),
             other => Err(LoraError::Config {
                 field: "init_lora_weights",
                 reason: format!("{other} is not one of true, \"gaussian\""),
@@ -214,25 +225,25 @@ impl LoraInit {
 
 impl std::fmt::Display for LoraInit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LoraInit::KaimingUniform => "kaiming-uniform",
-            LoraInit::Gaussian => "gaussian",
-        })
+        f.write_str(self.name())
     }
 }
 
 impl std::str::FromStr for LoraInit {
     type Err = LoraError;
 
+    /// The names of [`LoraInit::name`].
     fn from_str(s: &str) -> Result<Self, LoraError> {
-        match s {
-            "kaiming-uniform" => Ok(LoraInit::KaimingUniform),
-            "gaussian" => Ok(LoraInit::Gaussian),
-            other => Err(LoraError::Config {
+        LoraInit::ALL
+            .into_iter()
+            .find(|init| init.name() == s)
+            .ok_or_else(|| LoraError::Config {
                 field: "init",
-                reason: format!("{other:?} is not one of kaiming-uniform, gaussian"),
-            }),
-        }
+                reason: format!(
+                    "{s:?} is not one of {}",
+                    LoraInit::ALL.map(LoraInit::name).join(", ")
+                ),
+            })
     }
 }
 

@@ -198,6 +198,11 @@ fn a_gaussian_adapter_draws_a_with_std_one_over_rank_and_keeps_its_init_in_the_f
         LoraInit::KaimingUniform
     );
     assert!("peft".parse::<LoraInit>().is_err());
+    // One spelling: flags, Display and serde (the training config's `[lora] init`).
+    for init in LoraInit::ALL {
+        assert_eq!(serde_json::to_value(init).unwrap(), init.name());
+        assert_eq!(init.name().parse::<LoraInit>().unwrap(), init);
+    }
 }
 
 #[test]
